@@ -1,0 +1,391 @@
+"""Pure formatting of statsd lines: names, values, sample rates and tag dialects.
+
+Strategy: every client in this package (the asyncio :class:`~.Connector` and
+the synchronous clients) formats through one :class:`Formatter`.  The part of
+a line that depends only on the metric type and the name (prefix, type
+segment, cleaned name, constant tags) is computed once per name and kept in a
+small bounded cache, so the hot path is one dictionary look-up, one number
+formatting and one string concatenation.
+
+Nothing here touches sockets, the event loop or a clock.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+from collections.abc import Mapping
+
+from sprockets_statsd.errors import ConfigurationError
+
+__all__ = [
+    'COUNTER',
+    'DIALECTS',
+    'GAUGE',
+    'SET',
+    'TIMER',
+    'TYPE_SEGMENTS',
+    'Formatter',
+    'InvalidMetricError',
+    'TagSet',
+    'clean_name',
+    'format_number',
+    'format_rate',
+    'milliseconds',
+]
+
+COUNTER = 'c'
+GAUGE = 'g'
+TIMER = 'ms'
+SET = 's'
+
+#: Path segment that :class:`~.Connector` puts between its prefix and the
+#: metric path, for compatibility with sprockets-statsd 1.0.
+TYPE_SEGMENTS: Mapping[str, str] = {
+    COUNTER: 'counters',
+    GAUGE: 'gauges',
+    TIMER: 'timers',
+    SET: 'sets',
+}
+
+#: Tag dialects understood by :class:`TagSet`.
+DIALECTS = ('dogstatsd', 'influxdb', 'graphite')
+
+# Characters that end a name, a value or a line in the statsd protocol.  They
+# are replaced rather than rejected: renaming one metric is better than losing
+# it, and the replacement is deterministic so the series stays stable.
+_PROTOCOL_CHARACTERS = ':|@#\n\r\x00'
+_NAME_TABLE = str.maketrans(dict.fromkeys(_PROTOCOL_CHARACTERS, '_'))
+
+# Per-dialect characters that cannot appear in a tag key or value.  Each is
+# replaced with ``_`` (see docs/tags.rst for the rule and the reasons).
+_TAG_FORBIDDEN: Mapping[str, str] = {
+    # DogStatsD separates tags with ',' and a key from its value with ':'.
+    'dogstatsd': _PROTOCOL_CHARACTERS + ',',
+    # Telegraf's statsd input splits tags on ',' and '=' and does not
+    # unescape; a space ends the measurement in the line protocol.
+    'influxdb': _PROTOCOL_CHARACTERS + ',= ',
+    # Graphite tags are ';'-separated 'key=value' pairs; '~' and '!' and '^'
+    # are operators in tag queries.
+    'graphite': _PROTOCOL_CHARACTERS + ';=~!^ ',
+}
+_TAG_TABLES = {
+    dialect: str.maketrans(dict.fromkeys(chars, '_'))
+    for dialect, chars in _TAG_FORBIDDEN.items()
+}
+
+# Beyond this many distinct names the head cache stops growing: a service
+# that invents names per request must not turn the cache into a leak.
+DEFAULT_CACHE_SIZE = 10_000
+
+
+class InvalidMetricError(ValueError):
+    """A metric value or sample rate cannot be sent.
+
+    Raised by the formatting functions; the clients catch it on the hot path,
+    count the metric as dropped and log (throttled) instead of raising.
+    """
+
+
+def clean_name(name: str) -> str:
+    """Return `name` with protocol characters replaced by ``_``.
+
+    ``:``, ``|``, ``@``, ``#``, carriage return, newline and NUL would end
+    the name early or start a new line, so each becomes ``_``.  Everything
+    else, including non-ASCII text (sent as UTF-8), is left alone.
+    """
+    return name.translate(_NAME_TABLE)
+
+
+def format_number(value: object) -> str:
+    """Format a metric value for the wire.
+
+    :param value: an :class:`int` or a finite :class:`float` (anything that
+        :func:`float` accepts, such as :class:`~decimal.Decimal`, is
+        converted to a float first)
+    :raises InvalidMetricError: for booleans, non-numbers, NaN and infinity
+    """
+    kind = type(value)
+    if kind is int:
+        return str(value)
+    if kind is float:
+        if math.isfinite(value):  # type: ignore[arg-type]
+            return repr(value)
+        raise InvalidMetricError(f'{value!r} is not a finite number')
+    if kind is bool or isinstance(value, (str, bytes)):
+        raise InvalidMetricError(f'{value!r} is not a number')
+    if isinstance(value, int):
+        return str(int(value))
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise InvalidMetricError(f'{value!r} is not a number') from None
+    return format_number(number)
+
+
+def format_rate(rate: float) -> str:
+    """Return the ``|@rate`` suffix for a sample rate, empty for 1.
+
+    :raises InvalidMetricError: unless ``0 < rate <= 1``
+    """
+    if rate == 1:
+        return ''
+    if isinstance(rate, bool) or not 0 < rate < 1:
+        raise InvalidMetricError(f'sample rate {rate!r} is not in (0, 1]')
+    return f'|@{rate!r}' if type(rate) is float else f'|@{float(rate)!r}'
+
+
+def milliseconds(duration: float | datetime.timedelta) -> float:
+    """Convert seconds (or a :class:`~datetime.timedelta`) to milliseconds."""
+    if isinstance(duration, datetime.timedelta):
+        return duration.total_seconds() * 1000.0
+    return duration * 1000.0
+
+
+class TagSet:
+    """Renders tags in one dialect, with constant tags joined once.
+
+    :param dialect: ``None`` (tags are a :class:`ConfigurationError`),
+        ``'dogstatsd'``, ``'influxdb'`` or ``'graphite'``
+    :param constant_tags: tags added to every metric
+    :raises ConfigurationError: for an unknown dialect, or constant tags
+        without a dialect
+
+    Keys and values are converted with :func:`str` and every character the
+    dialect cannot carry is replaced with ``_``.  An empty key is rejected
+    when given as a constant tag and dropped (with the metric kept) when
+    given per call.
+    """
+
+    __slots__ = ('_constant', '_table', 'dialect', 'head_sep', 'tail_sep')
+
+    def __init__(
+        self,
+        dialect: str | None = None,
+        constant_tags: Mapping[str, object] | None = None,
+    ) -> None:
+        if dialect is not None and dialect not in DIALECTS:
+            raise ConfigurationError(
+                f'tag_dialect must be one of {", ".join(DIALECTS)} or None, '
+                f'not {dialect!r}'
+            )
+        if constant_tags and dialect is None:
+            raise ConfigurationError(
+                'constant tags need a tag dialect: pass tag_dialect='
+                '"dogstatsd", "influxdb" or "graphite"'
+            )
+        self.dialect = dialect
+        self._table = _TAG_TABLES.get(dialect or '', {})
+        # The separator before the first tag and between tags.
+        self.head_sep, self.tail_sep = {
+            None: ('', ''),
+            'dogstatsd': ('|#', ','),
+            'influxdb': (',', ','),
+            'graphite': (';', ';'),
+        }[dialect]
+        for key in constant_tags or {}:
+            if not str(key):
+                raise ConfigurationError('constant tag keys must not be empty')
+        self._constant = self._join(constant_tags or {})
+
+    @property
+    def constant(self) -> str:
+        """The constant tags, joined and escaped, without a leading separator."""
+        return self._constant
+
+    def _join(self, tags: Mapping[str, object]) -> str:
+        pair = '=' if self.dialect != 'dogstatsd' else ':'
+        parts = []
+        for key, value in tags.items():
+            key_text = str(key).translate(self._table)
+            if not key_text:
+                continue
+            if value is None and self.dialect == 'dogstatsd':
+                parts.append(key_text)
+            else:
+                parts.append(f'{key_text}{pair}{str(value).translate(self._table)}')
+        return self.tail_sep.join(parts)
+
+    def render(self, tags: Mapping[str, object] | None) -> str:
+        """Return constant plus per-call tags with the leading separator.
+
+        :raises ConfigurationError: when tags are given and there is no dialect
+        """
+        if not tags:
+            return self.head_sep + self._constant if self._constant else ''
+        if self.dialect is None:
+            raise ConfigurationError(
+                'tags were given but the client has no tag dialect: pass '
+                'tag_dialect="dogstatsd", "influxdb" or "graphite"'
+            )
+        extra = self._join(tags)
+        if self._constant and extra:
+            return f'{self.head_sep}{self._constant}{self.tail_sep}{extra}'
+        return self.head_sep + (self._constant or extra)
+
+
+class Formatter:
+    """Builds complete statsd lines for one client.
+
+    :param prefix: prepended to every name with a ``.``; empty or ``None``
+        for none
+    :param type_segments: insert ``counters``/``gauges``/``timers``/``sets``
+        between the prefix and the path (the :class:`~.Connector` layout);
+        the synchronous clients leave it off, as pystatsd does
+    :param tags: the client's :class:`TagSet`
+    :param cache_size: how many names to remember per metric type
+
+    Every method returns the line(s) as :class:`str` without a trailing
+    newline.  A negative absolute gauge is returned as two lines joined with
+    ``\\n`` (``0`` first) and must be sent in one datagram or write.
+    """
+
+    __slots__ = ('_cache_size', '_heads', '_plain_tail', '_prefix', '_segments', 'tags')
+
+    def __init__(
+        self,
+        prefix: str | None = '',
+        *,
+        type_segments: bool = False,
+        tags: TagSet | None = None,
+        cache_size: int = DEFAULT_CACHE_SIZE,
+    ) -> None:
+        self._prefix = f'{clean_name(prefix)}.' if prefix else ''
+        self._segments = type_segments
+        self.tags = tags if tags is not None else TagSet()
+        self._cache_size = cache_size
+        # DogStatsD puts tags after the type, so constant tags are a tail.
+        self._plain_tail = (
+            self.tags.render(None) if self.tags.dialect == 'dogstatsd' else ''
+        )
+        self._heads: dict[str, dict[str, str]] = {
+            code: {} for code in (COUNTER, GAUGE, TIMER, SET)
+        }
+
+    def name(self, code: str, path: str) -> str:
+        """Return the full metric name for `path` of type `code`."""
+        if self._segments and code in TYPE_SEGMENTS:
+            return f'{self._prefix}{TYPE_SEGMENTS[code]}.{clean_name(path)}'
+        return f'{self._prefix}{clean_name(path)}'
+
+    def _head(self, code: str, path: str, tags: Mapping[str, object] | None) -> str:
+        """Return ``name[tags]:`` (or ``name:`` for DogStatsD, tags go last)."""
+        if not tags:
+            cache = self._heads.get(code)
+            if cache is not None:
+                head = cache.get(path)
+                if head is not None:
+                    return head
+            head = self._compose(code, path, None)
+            if cache is not None and len(cache) < self._cache_size:
+                cache[path] = head
+            return head
+        return self._compose(code, path, tags)
+
+    def _compose(self, code: str, path: object, tags: Mapping[str, object] | None) -> str:
+        # Paths are meant to be text, but a number or an enum member must not
+        # take the application down: str() it, as the Tornado mixins do.
+        name = self.name(code, path if isinstance(path, str) else str(path))
+        if self.tags.dialect in ('influxdb', 'graphite'):
+            return f'{name}{self.tags.render(tags)}:'
+        return f'{name}:'
+
+    def _tail(self, tags: Mapping[str, object] | None) -> str:
+        if not tags:
+            return self._plain_tail
+        if self.tags.dialect == 'dogstatsd':
+            return self.tags.render(tags)
+        if self.tags.dialect is None:
+            self.tags.render(tags)  # raises ConfigurationError
+        return ''
+
+    def line(
+        self,
+        code: str,
+        path: str,
+        value: str,
+        rate: float = 1,
+        tags: Mapping[str, object] | None = None,
+    ) -> str:
+        """Return one line with an already formatted `value`.
+
+        This is the general form behind :meth:`~.Connector.inject_metric`;
+        `code` is sent as given (after protocol characters are replaced).
+        """
+        code = clean_name(code)
+        value = clean_name(value)
+        return f'{self._head(code, path, tags)}{value}|{code}{format_rate(rate)}{self._tail(tags)}'
+
+    def counter(
+        self,
+        path: str,
+        value: float = 1,
+        rate: float = 1,
+        tags: Mapping[str, object] | None = None,
+    ) -> str:
+        """Return a counter line: ``name:value|c``."""
+        if rate == 1 and not tags and type(value) is int:
+            return f'{self._head(COUNTER, path, None)}{value}|c{self._plain_tail}'
+        return (
+            f'{self._head(COUNTER, path, tags)}{format_number(value)}|c'
+            f'{format_rate(rate)}{self._tail(tags)}'
+        )
+
+    def timer(
+        self,
+        path: str,
+        millis: float,
+        rate: float = 1,
+        tags: Mapping[str, object] | None = None,
+    ) -> str:
+        """Return a timer line: ``name:millis|ms``.
+
+        :raises InvalidMetricError: for a negative duration, which statsd
+            servers reject
+        """
+        text = format_number(millis)
+        if text[0] == '-':
+            raise InvalidMetricError(f'duration {millis!r} is negative')
+        return (
+            f'{self._head(TIMER, path, tags)}{text}|ms'
+            f'{format_rate(rate)}{self._tail(tags)}'
+        )
+
+    def gauge(
+        self,
+        path: str,
+        value: float,
+        delta: bool = False,
+        rate: float = 1,
+        tags: Mapping[str, object] | None = None,
+    ) -> str:
+        """Return a gauge line, or two for a negative absolute value.
+
+        A delta is always signed (``+3``, ``-2.5``).  A statsd server reads
+        any signed value as a delta, so an absolute negative value is sent as
+        ``0`` followed by the value, in one payload.
+        """
+        text = format_number(value)
+        head = self._head(GAUGE, path, tags)
+        tail = f'|g{format_rate(rate)}{self._tail(tags)}'
+        if delta:
+            if text[0] != '-':
+                text = '+' + text
+            return f'{head}{text}{tail}'
+        if text[0] == '-':
+            return f'{head}0{tail}\n{head}{text}{tail}'
+        return f'{head}{text}{tail}'
+
+    def set(
+        self,
+        path: str,
+        value: object,
+        rate: float = 1,
+        tags: Mapping[str, object] | None = None,
+    ) -> str:
+        """Return a set line: ``name:value|s``; the value is any text."""
+        text = clean_name(value if isinstance(value, str) else str(value))
+        return (
+            f'{self._head(SET, path, tags)}{text}|s'
+            f'{format_rate(rate)}{self._tail(tags)}'
+        )

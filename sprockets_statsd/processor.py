@@ -1,0 +1,433 @@
+"""The Processor: a bounded queue drained in batches over a reconnecting transport.
+
+Strategy: the processor task waits (once) for the queue to become non-empty,
+then takes everything that is ready with ``get_nowait()`` up to
+``max_batch_size`` payloads and gives the batch to the protocol adapter in
+one call.  It never awaits per metric, so the cost per metric is a queue
+``get_nowait`` plus its share of one ``join`` and one system call.
+
+Connections are opened on demand with a connect timeout, re-resolving the
+host each time, and retried with exponential back-off and jitter.  Nothing
+that happens while handling a payload can end the task: errors are logged
+(throttled by time) and the loop goes on.  :meth:`Processor.stop` flushes
+within ``shutdown_timeout`` seconds and accounts for every payload it could
+not deliver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import socket
+import typing
+from collections.abc import Callable
+
+from sprockets_statsd._throttle import Throttle
+from sprockets_statsd.errors import ConfigurationError
+from sprockets_statsd.protocols import (
+    StatsdProtocol,
+    TCPProtocol,
+    UDPProtocol,
+    UnixStreamProtocol,
+)
+
+__all__ = ['DEFAULT_MAX_QUEUE_SIZE', 'Processor']
+
+logger = logging.getLogger(__name__)
+
+#: Default bound of the queue.  A payload is about 100 bytes, so the queue
+#: holds at most ~1 MiB; that covers a 10 second outage of a service sending
+#: 1,000 metrics a second, and beyond that dropping (and counting) is better
+#: than growing without bound.
+DEFAULT_MAX_QUEUE_SIZE = 10_000
+
+#: Payloads taken from the queue per batch.  Large enough that the per-batch
+#: costs vanish, small enough that one batch never stalls the loop (~1 ms).
+DEFAULT_MAX_BATCH_SIZE = 1_000
+
+_PROTOCOLS = {
+    socket.IPPROTO_TCP: 'tcp',
+    socket.IPPROTO_UDP: 'udp',
+}
+
+
+def _positive(name: str, value: typing.Any, kind: type = float) -> typing.Any:
+    """Return `value` converted to `kind`, or raise naming the argument."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        converted = kind(value)
+    except (TypeError, ValueError):
+        raise ConfigurationError(
+            f'{name} must be a positive {kind.__name__}, not {value!r}'
+        ) from None
+    if not converted > 0:
+        raise ConfigurationError(
+            f'{name} must be a positive {kind.__name__}, not {value!r}'
+        )
+    return converted
+
+
+class Processor:
+    """Maintains the statsd connection and sends queued payloads.
+
+    :param host: host name or address of the statsd server, or
+        ``unix:/path`` / an absolute path for a Unix stream socket
+    :param port: the server's port, 1 to 65535 (ignored for Unix sockets)
+    :param ip_protocol: :data:`socket.IPPROTO_TCP` or :data:`socket.IPPROTO_UDP`
+    :param max_queue_size: payloads held before new metrics are dropped
+    :param max_batch_size: payloads taken from the queue per send
+    :param max_udp_size: largest datagram in bytes (512 is safe on any path;
+        raise it on a LAN or loopback)
+    :param reconnect_sleep: first delay after a failed connection, seconds
+    :param max_reconnect_sleep: cap of the exponential back-off, seconds
+    :param connect_timeout: how long one connection attempt may take
+    :param shutdown_timeout: how long :meth:`stop` may take to flush
+    :param wait_timeout: how long the idle task waits for a payload before
+        it checks :attr:`should_terminate` and the connection again
+    :raises ~sprockets_statsd.errors.ConfigurationError: naming the argument
+        that is empty, out of range or unknown
+
+    .. attribute:: queue
+       :type: asyncio.Queue[bytes]
+
+       Formatted payloads (``bytes`` without a trailing newline).  The
+       processor does not call :meth:`~asyncio.Queue.task_done`.
+
+    .. attribute:: running
+       :type: asyncio.Event
+
+       Set while :meth:`run` runs.
+
+    .. attribute:: stopped
+       :type: asyncio.Event
+
+       Set while :meth:`run` is not running.
+
+    .. attribute:: should_terminate
+       :type: bool
+
+       Set it (or call :meth:`stop`) to make :meth:`run` flush and return.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int = 8125,
+        ip_protocol: int = socket.IPPROTO_TCP,
+        max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
+        max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+        max_udp_size: int = 512,
+        reconnect_sleep: float = 1.0,
+        max_reconnect_sleep: float = 30.0,
+        connect_timeout: float = 5.0,
+        shutdown_timeout: float = 5.0,
+        wait_timeout: float = 0.1,
+    ) -> None:
+        if not isinstance(host, str) or not host.strip():
+            raise ConfigurationError(
+                'host must name the statsd server (a host name, an address '
+                'or unix:/path/to.sock)'
+            )
+        self.unix_path: str | None = None
+        if host.startswith('unix:'):
+            self.unix_path = host[len('unix:'):]
+        elif host.startswith('/'):
+            self.unix_path = host
+        if self.unix_path is not None:
+            if not self.unix_path:
+                raise ConfigurationError('host unix: needs a path: unix:/path/to.sock')
+        else:
+            port = _positive('port', port, int)
+            if port > 65535:
+                raise ConfigurationError(f'port must be 1 to 65535, not {port!r}')
+            if ip_protocol not in _PROTOCOLS:
+                raise ConfigurationError(
+                    f'ip_protocol must be socket.IPPROTO_TCP ({socket.IPPROTO_TCP}) '
+                    f'or socket.IPPROTO_UDP ({socket.IPPROTO_UDP}), not {ip_protocol!r}'
+                )
+        self.host = host
+        self.port = port
+        self.ip_protocol = ip_protocol
+        self.max_batch_size = _positive('max_batch_size', max_batch_size, int)
+        self.max_udp_size = _positive('max_udp_size', max_udp_size, int)
+        self.reconnect_sleep = _positive('reconnect_sleep', reconnect_sleep)
+        self.max_reconnect_sleep = max(
+            _positive('max_reconnect_sleep', max_reconnect_sleep), self.reconnect_sleep
+        )
+        self.connect_timeout = _positive('connect_timeout', connect_timeout)
+        self.shutdown_timeout = _positive('shutdown_timeout', shutdown_timeout)
+        self.wait_timeout = _positive('wait_timeout', wait_timeout)
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue(
+            maxsize=_positive('max_queue_size', max_queue_size, int)
+        )
+        self.running = asyncio.Event()
+        self.stopped = asyncio.Event()
+        self.stopped.set()
+        self.should_terminate = False
+        self.protocol: StatsdProtocol | None = None
+        #: Payloads handed to the operating system.
+        self.sent = 0
+        #: Payloads lost to failed sends or abandoned by :meth:`stop`.
+        self.dropped = 0
+        self._unsent: list[bytes] = []
+        # Connections being closed that may still hand payloads back.
+        self._retiring: list[StatsdProtocol] = []
+        self._getter: asyncio.Task[bytes] | None = None
+        self._wakeup: asyncio.Future[None] | None = None
+        self._deadline: float | None = None
+        self._failures = 0
+        self._random = random.Random()
+        self._warn = Throttle(logger)
+
+    @property
+    def connected(self) -> bool:
+        """Is there a connection that can carry payloads now?"""
+        return self.protocol is not None and self.protocol.connected.is_set()
+
+    def enqueue(self, metric: bytes) -> None:
+        """Put a payload on the queue (raises :exc:`asyncio.QueueFull`)."""
+        self.queue.put_nowait(metric)
+
+    async def run(self) -> None:
+        """Connect, send payloads as they arrive, and flush when told to stop.
+
+        Runs until :attr:`should_terminate` is set (see :meth:`stop`).
+        """
+        self.should_terminate = False
+        self._deadline = None
+        self.stopped.clear()
+        self.running.set()
+        try:
+            while not self.should_terminate:
+                await self._step(self.wait_timeout)
+            await self._flush()
+        finally:
+            self._cancel_getter()
+            self.running.clear()
+            self.stopped.set()
+
+    async def stop(self) -> None:
+        """Ask :meth:`run` to flush and stop, and wait until it has.
+
+        Returns within ``shutdown_timeout`` seconds (plus scheduling delays).
+        """
+        self._stop_soon()
+        await self.stopped.wait()
+
+    def abandon_queue(self) -> None:
+        """Count everything queued as dropped (for a processor never run)."""
+        count = self.queue.qsize() + len(self._unsent)
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self._unsent.clear()
+        self._lose(count, 'the processor was never started')
+
+    def _stop_soon(self) -> None:
+        if self._deadline is None:
+            self._deadline = asyncio.get_running_loop().time() + self.shutdown_timeout
+        self.should_terminate = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
+
+    def _remaining(self) -> float:
+        if self._deadline is None:
+            return float('inf')
+        return self._deadline - asyncio.get_running_loop().time()
+
+    async def _pause(self, delay: float) -> None:
+        """Sleep for `delay` seconds, cut short by :meth:`stop`."""
+        self._wakeup = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait({self._wakeup}, timeout=delay)
+        finally:
+            self._wakeup = None
+
+    async def _step(self, timeout: float) -> None:
+        """One round: connect if needed, then send one batch if one is ready."""
+        try:
+            if not self.connected:
+                await self._connect()
+                return
+            protocol = typing.cast(StatsdProtocol, self.protocol)
+            if not protocol.writable:
+                await asyncio.wait_for(protocol.wait_writable(), timeout)
+                return
+            batch = await self._next_batch(timeout)
+            if batch:
+                self._send(protocol, batch)
+        except asyncio.TimeoutError:
+            pass
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            self._warn.warning('loop', 'statsd processor error: %r', error)
+            logger.debug('statsd processor error', exc_info=True)
+
+    async def _next_batch(self, timeout: float) -> list[bytes]:
+        """Payloads ready to go: the unsent ones first, then the queue's."""
+        if self._retiring:
+            self._take_unsent()
+        if self._unsent:
+            size = self.max_batch_size
+            batch, self._unsent = self._unsent[:size], self._unsent[size:]
+            return batch
+        queue = self.queue
+        getter = self._getter
+        if getter is None and queue.empty():
+            getter = self._getter = asyncio.get_running_loop().create_task(queue.get())
+        if getter is not None:
+            if not getter.done():
+                wakeup = self._wakeup = asyncio.get_running_loop().create_future()
+                waiters: set[asyncio.Future[typing.Any]] = {getter, wakeup}
+                try:
+                    await asyncio.wait(waiters, timeout=timeout,
+                                       return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    self._wakeup = None
+                if not getter.done():
+                    return []
+            self._getter = None
+            batch = [getter.result()]
+        else:
+            batch = []
+        get = queue.get_nowait
+        count = min(queue.qsize(), self.max_batch_size - len(batch))
+        batch.extend([get() for _ in range(count)])
+        return batch
+
+    def _send(self, protocol: StatsdProtocol, batch: list[bytes]) -> None:
+        try:
+            self.sent += protocol.send_batch(batch)
+        except TypeError:
+            # Something other than bytes was put on the queue by hand.
+            self._send(protocol, self._only_bytes(batch))
+        self._unsent.extend(protocol.unsent)
+        protocol.unsent.clear()
+
+    def _only_bytes(self, batch: list[bytes]) -> list[bytes]:
+        good: list[bytes] = []
+        for payload in batch:
+            if isinstance(payload, bytes):
+                good.append(payload)
+            elif isinstance(payload, str):  # type: ignore[unreachable]
+                good.append(payload.encode())
+            else:
+                self._lose(1, f'{type(payload).__name__} is not a payload')
+        return good
+
+    def _lose(self, count: int, reason: str) -> None:
+        if count:
+            self.dropped += count
+            logger.warning('dropped %d statsd payloads: %s', count, reason)
+
+    async def _connect(self) -> None:
+        """Open a new connection, or back off after a failure."""
+        self._take_unsent()
+        try:
+            protocol = await asyncio.wait_for(
+                self._create_protocol(),
+                min(self.connect_timeout, max(self._remaining(), 0.001)),
+            )
+        except (OSError, asyncio.TimeoutError) as error:
+            self._failures += 1
+            self._warn.warning(
+                'connect', 'connection to statsd at %s failed: %s',
+                self._address(), error or 'timed out',
+            )
+            delay = min(self.max_reconnect_sleep,
+                        self.reconnect_sleep * 2 ** min(self._failures - 1, 30))
+            await self._pause(min(self._random.uniform(delay / 2, delay),
+                                  max(self._remaining(), 0)))
+        else:
+            self._failures = 0
+            self._warn.reset('connect')
+            if self.protocol is not None and not self.protocol.closed:
+                self._retiring.append(self.protocol)
+            self.protocol = protocol
+
+    def _take_unsent(self) -> None:
+        """Keep what closed or closing connections returned for the next one."""
+        protocols = [*self._retiring, self.protocol] if self._retiring else [self.protocol]
+        for protocol in protocols:
+            if protocol is not None and protocol.unsent:
+                returned = protocol.unsent
+                self.sent -= len(returned)
+                self._unsent[:0] = returned
+                protocol.unsent = []
+        if self._retiring:
+            self._retiring = [p for p in self._retiring if not p.closed]
+
+    def _address(self) -> str:
+        return self.unix_path if self.unix_path is not None else f'{self.host}:{self.port}'
+
+    async def _create_protocol(self) -> StatsdProtocol:
+        loop = asyncio.get_running_loop()
+        if self.unix_path is not None:
+            _, unix = await loop.create_unix_connection(UnixStreamProtocol, self.unix_path)
+            return unix
+        if self.ip_protocol == socket.IPPROTO_UDP:
+            size = self.max_udp_size
+            _, udp = await loop.create_datagram_endpoint(
+                lambda: UDPProtocol(size), remote_addr=(self.host, self.port)
+            )
+            return udp
+        _, tcp = await loop.create_connection(TCPProtocol, self.host, self.port)
+        return tcp
+
+    async def _flush(self) -> None:
+        """Send what is queued until done or the shutdown deadline passes."""
+        if self._deadline is None:  # should_terminate was set directly
+            self._deadline = asyncio.get_running_loop().time() + self.shutdown_timeout
+        while (self._unsent or not self.queue.empty() or self._getter_ready()) \
+                and self._remaining() > 0:
+            await self._step(max(min(self._remaining(), self.wait_timeout), 0))
+        self._cancel_getter()
+        await self._close()
+        self._take_unsent()
+        abandoned = len(self._unsent) + self.queue.qsize()
+        self._unsent.clear()
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self._lose(abandoned, f'statsd at {self._address()} was not reachable '
+                              f'within the {self.shutdown_timeout}s shutdown timeout')
+
+    def _getter_ready(self) -> bool:
+        return self._getter is not None and self._getter.done()
+
+    async def _close(self) -> None:
+        for retiring in self._retiring:
+            await self._close_one(retiring)
+        if self.protocol is not None:
+            await self._close_one(self.protocol)
+
+    async def _close_one(self, protocol: StatsdProtocol) -> None:
+        if protocol.transport is None:
+            return
+        try:
+            await asyncio.wait_for(protocol.shutdown(), max(self._remaining(), 0.001))
+        except asyncio.TimeoutError:
+            lost = protocol.abort()
+            self.sent -= lost
+            self._lose(lost, 'the connection did not drain before the shutdown timeout')
+        except Exception as error:  # pragma: no cover - defensive
+            logger.warning('error closing the statsd connection: %r', error)
+
+    def _cancel_getter(self) -> None:
+        getter, self._getter = self._getter, None
+        if getter is None:
+            return
+        if getter.done():
+            with contextlib.suppress(Exception):
+                self._unsent.append(getter.result())
+        else:
+            getter.cancel()
+
+
+ConnectorFactory = Callable[..., Processor]

@@ -1,0 +1,363 @@
+"""Aggregation of statsd samples into flush intervals (pure, clock injected).
+
+Strategy: :meth:`Aggregator.receive` is the server's hot path.  It parses
+straight into the aggregation dictionaries with the helpers of
+:mod:`.parser` (the one copy of the grammar) and memoises their results:
+received names map to stored keys, and ``value|type[|@rate]`` pieces map
+to parsed tuples, so a repeated ``1|c`` is parsed once.  Both memos are
+bounded.  :meth:`Aggregator.flush` then reproduces the reference's
+``flushMetrics``: the lag gauge, ``process_metrics``, a snapshot for the
+sinks, and the idle rules.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+import types
+from collections.abc import Callable, Mapping
+
+from sprockets_statsd.errors import MetricParseError
+from sprockets_statsd.server import _timerstats
+from sprockets_statsd.server._jsnumber import js_round
+from sprockets_statsd.server.config import AggregatorConfig
+from sprockets_statsd.server.parser import (
+    ParsedValue,
+    is_blank,
+    make_key,
+    parse_value,
+    split_line,
+)
+
+__all__ = ['Aggregator', 'Snapshot']
+
+logger = logging.getLogger(__name__)
+
+# Bounds of the memos: enough for the names and common values of a busy
+# fleet, small enough (a few MB) that unique garbage cannot grow them.
+_MAX_KEYS = 50_000
+_MAX_PIECES = 20_000
+# How much of a bad line is kept for the log message.
+_MAX_LOGGED = 200
+
+_BAD: ParsedValue = ('', 0.0, 1.0, False, '')
+# These counters are zeroed, never deleted; the reference matches them by
+# substring, so a user counter containing one of them is kept too.
+_INTERNAL_COUNTER_MARKS = ('packets_received', 'metrics_received', 'bad_lines_seen')
+
+
+def _frozen(mapping: Mapping[str, object]) -> types.MappingProxyType:  # type: ignore[type-arg]
+    return types.MappingProxyType(dict(mapping))
+
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    """Everything one flush interval produced, read-only.
+
+    Mappings keep the reference's order: first-seen keys first, internal
+    counters before all others.
+
+    :param timestamp: the flush time in whole seconds (JavaScript rounding)
+    :param flush_interval: seconds
+    :param counters: rate-scaled counts, the internal counters included
+    :param counter_rates: counts per second
+    :param timers: the raw values of each timer, sorted; empty for an idle
+        timer that is still kept
+    :param timer_counters: rate-scaled sample counts of each timer
+    :param timer_data: the computed statistics of each timer, in emission
+        order (``count_90`` ... ``median``, ``histogram.bin_*``), filtered
+        by ``calculated_timer_metrics``
+    :param gauges: current gauge values, ``<prefix_stats>.timestamp_lag``
+        included from the second flush on
+    :param sets: the distinct members of each set
+    :param processing_time: whole milliseconds spent computing timer data
+    :param timestamp_lag: this flush's spacing minus the expected one, in
+        seconds; ``None`` on the first flush
+    :param bad_lines_seen: the ``<prefix_stats>.bad_lines_seen`` counter
+    :param packets_received: the ``<prefix_stats>.packets_received`` counter
+    :param metrics_received: the ``<prefix_stats>.metrics_received`` counter
+    """
+
+    timestamp: int
+    flush_interval: float
+    counters: Mapping[str, float]
+    counter_rates: Mapping[str, float]
+    timers: Mapping[str, tuple[float, ...]]
+    timer_counters: Mapping[str, float]
+    timer_data: Mapping[str, Mapping[str, float]]
+    gauges: Mapping[str, float]
+    sets: Mapping[str, frozenset[str]]
+    processing_time: int
+    timestamp_lag: float | None
+    bad_lines_seen: float
+    packets_received: float
+    metrics_received: float
+
+    @property
+    def num_stats(self) -> int:
+        """Keys flushed: counters, timers, gauges and sets (``numStats``)."""
+        return (
+            len(self.counters)
+            + len(self.timer_data)
+            + len(self.gauges)
+            + len(self.sets)
+        )
+
+
+class Aggregator:
+    """Aggregate received packets and compute each flush interval.
+
+    Not thread-safe: call it from one thread (the event loop).
+
+    :param config: the settings
+    :param timer: monotonic clock in seconds, used only to measure
+        ``processing_time``
+    """
+
+    def __init__(
+        self,
+        config: AggregatorConfig,
+        *,
+        timer: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self._config = config
+        self._timer = timer
+        stats = config.prefix_stats
+        self._bad_key = f'{stats}.bad_lines_seen'
+        self._packets_key = f'{stats}.packets_received'
+        self._metrics_key = f'{stats}.metrics_received'
+        self._lag_key = f'{stats}.timestamp_lag'
+        self._counters: dict[str, float] = {
+            self._bad_key: 0.0,
+            self._packets_key: 0.0,
+            self._metrics_key: 0.0,
+        }
+        self._timers: dict[str, list[float]] = {}
+        self._timer_counters: dict[str, float] = {}
+        self._gauges: dict[str, float] = {}
+        self._gauge_ttl: dict[str, int] = {}
+        self._sets: dict[str, set[str]] = {}
+        self._keys: dict[str, str] = {}
+        self._pieces: dict[str, ParsedValue] = {}
+        # 0 when gauges persist, so the hot path tests one integer.
+        self._gauge_max_ttl = config.gauges_max_ttl if config.deletes_gauges else 0
+        self._old_timestamp = 0
+        self._bad_example: str | None = None
+
+    @property
+    def config(self) -> AggregatorConfig:
+        """The settings this aggregator was built with."""
+        return self._config
+
+    def receive(self, packet: bytes) -> None:
+        """Aggregate one UDP datagram or one chunk of complete TCP lines.
+
+        Counts the packet, its non-empty lines and its bad pieces.  Never
+        raises and never blocks.
+
+        :param packet: the raw bytes
+        """
+        try:
+            self._receive(packet)
+        except Exception:  # pragma: no cover - a bug; the listener must live
+            logger.exception('failed to aggregate a packet of %d bytes', len(packet))
+
+    def _receive(self, packet: bytes) -> None:
+        counters = self._counters
+        timers = self._timers
+        timer_counters = self._timer_counters
+        gauges = self._gauges
+        sets = self._sets
+        keys = self._keys
+        pieces = self._pieces
+        ttl = self._gauge_max_ttl
+        lines = bad = 0
+        for line in packet.decode('utf-8', 'replace').split('\n'):
+            if not line:
+                continue
+            name, colon, rest = line.partition(':')
+            if colon and '|#' not in line:
+                # split_line() without tags: name, then pieces split on ':'.
+                values = rest.split(':') if ':' in rest else (rest,)
+            elif is_blank(line):
+                continue
+            else:
+                try:
+                    name, tags, values = split_line(line)
+                except MetricParseError:
+                    lines += 1
+                    bad += 1
+                    self._note_bad(line)
+                    continue
+                name += tags
+            lines += 1
+            key = keys.get(name)
+            if key is None:
+                key = self._make_key(name)
+            if not key:
+                bad += 1
+                self._note_bad(line)
+                continue
+            for text in values:
+                parsed = pieces.get(text)
+                if parsed is None:
+                    parsed = self._parse_piece(text)
+                kind, number, rate, delta, member = parsed
+                if kind == 'c':
+                    counters[key] = counters.get(key, 0.0) + number * (1 / rate)
+                elif kind == 'ms':
+                    samples = timers.get(key)
+                    if samples is None:
+                        timers[key] = [number]
+                        timer_counters[key] = 1 / rate
+                    else:
+                        samples.append(number)
+                        timer_counters[key] += 1 / rate
+                elif kind == 'g':
+                    if ttl:
+                        self._gauge_ttl[key] = ttl
+                    old = gauges.get(key)
+                    gauges[key] = old + number if old and delta else number
+                elif kind == 's':
+                    members = sets.get(key)
+                    if members is None:
+                        sets[key] = {member}
+                    else:
+                        members.add(member)
+                else:
+                    bad += 1
+                    self._note_bad(line)
+        counters[self._packets_key] += 1
+        counters[self._metrics_key] += lines
+        if bad:
+            counters[self._bad_key] += bad
+
+    def _make_key(self, raw: str) -> str:
+        """Memoised :func:`.parser.make_key`; ``''`` for a bad name."""
+        try:
+            key = make_key(
+                raw,
+                sanitize=self._config.key_name_sanitize,
+                prefix=self._config.key_prefix,
+            )
+        except MetricParseError:
+            key = ''
+        if len(self._keys) >= _MAX_KEYS:
+            self._keys.clear()
+        self._keys[raw] = key
+        return key
+
+    def _parse_piece(self, text: str) -> ParsedValue:
+        """Memoised :func:`.parser.parse_value`; a kind of ``''`` if bad."""
+        try:
+            parsed = parse_value(text)
+        except MetricParseError:
+            parsed = _BAD
+        if len(self._pieces) >= _MAX_PIECES:
+            self._pieces.clear()
+        self._pieces[text] = parsed
+        return parsed
+
+    def _note_bad(self, line: str) -> None:
+        # Logged once per interval at flush time, never per line: a
+        # misbehaving client must not be able to flood the log.
+        if self._bad_example is None:
+            self._bad_example = line[:_MAX_LOGGED]
+
+    def flush(self, now: float) -> Snapshot:
+        """Close the current interval and compute its statistics.
+
+        Afterwards counters are zeroed, timers and sets emptied, and idle
+        keys deleted as configured; gauges persist.
+
+        :param now: wall-clock time of this flush, seconds since the epoch
+        :returns: the interval's data for the sinks
+        """
+        config = self._config
+        timestamp = js_round(now)
+        lag: float | None = None
+        if self._old_timestamp > 0:
+            lag = timestamp - self._old_timestamp - config.flush_interval
+            self._gauges[self._lag_key] = lag
+        self._old_timestamp = timestamp
+        if self._bad_example is not None:
+            logger.warning(
+                '%d bad lines in this interval, for example %r',
+                int(self._counters[self._bad_key]),
+                self._bad_example,
+            )
+            self._bad_example = None
+
+        start = self._timer()
+        interval = config.flush_interval
+        counter_rates = {k: v / interval for k, v in self._counters.items()}
+        timers: dict[str, tuple[float, ...]] = {}
+        timer_data: dict[str, Mapping[str, float]] = {}
+        wanted = config.calculated_timer_metrics
+        for key, values in self._timers.items():
+            values.sort()
+            timers[key] = tuple(values)
+            if values:
+                stats = _timerstats.timer_stats(
+                    values,
+                    self._timer_counters[key],
+                    interval,
+                    config.percent_thresholds,
+                    _timerstats.histogram_bins(key, config.histograms),
+                    wanted,
+                )
+            else:
+                stats = _timerstats.idle_timer_stats(wanted)
+            timer_data[key] = types.MappingProxyType(stats)
+        processing_time = js_round((self._timer() - start) * 1000)
+
+        counters = self._counters
+        snapshot = Snapshot(
+            timestamp=timestamp,
+            flush_interval=interval,
+            counters=_frozen(counters),
+            counter_rates=types.MappingProxyType(counter_rates),
+            timers=types.MappingProxyType(timers),
+            timer_counters=_frozen(self._timer_counters),
+            timer_data=types.MappingProxyType(timer_data),
+            gauges=_frozen(self._gauges),
+            sets=types.MappingProxyType(
+                {k: frozenset(v) for k, v in self._sets.items()}
+            ),
+            processing_time=processing_time,
+            timestamp_lag=lag,
+            bad_lines_seen=counters[self._bad_key],
+            packets_received=counters[self._packets_key],
+            metrics_received=counters[self._metrics_key],
+        )
+        self._reset()
+        return snapshot
+
+    def _reset(self) -> None:
+        """Apply the reference's ``clear_metrics`` rules."""
+        config = self._config
+        if config.deletes_counters:
+            self._counters = {
+                key: 0.0
+                for key in self._counters
+                if any(mark in key for mark in _INTERNAL_COUNTER_MARKS)
+            }
+        else:
+            self._counters = dict.fromkeys(self._counters, 0.0)
+        if config.deletes_timers:
+            self._timers = {}
+            self._timer_counters = {}
+        else:
+            self._timers = {key: [] for key in self._timers}
+            self._timer_counters = dict.fromkeys(self._timer_counters, 0.0)
+        if config.deletes_sets:
+            self._sets = {}
+        else:
+            self._sets = {key: set() for key in self._sets}
+        if config.deletes_gauges:
+            for key in list(self._gauge_ttl):
+                self._gauge_ttl[key] -= 1
+                if self._gauge_ttl[key] < 1:
+                    self._gauges.pop(key, None)
+                    del self._gauge_ttl[key]

@@ -1,0 +1,9 @@
+"""An asyncio statsd server with etsy statsd's semantics and Graphite sinks."""
+
+from __future__ import annotations
+
+from sprockets_statsd.server.aggregator import Aggregator
+from sprockets_statsd.server.app import Server, ServerConfig
+from sprockets_statsd.server.config import AggregatorConfig
+
+__all__ = ['Aggregator', 'AggregatorConfig', 'Server', 'ServerConfig']

@@ -1,0 +1,267 @@
+"""The statsd server: listeners, the aggregator, the flush timer and sinks."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import logging
+import math
+import socket
+import sys
+import time
+import typing
+
+from sprockets_statsd.server import listeners
+from sprockets_statsd.server.aggregator import Aggregator
+from sprockets_statsd.server.config import AggregatorConfig
+from sprockets_statsd.server.sinks import (
+    DEFAULT_BUFFER_BYTES,
+    DEFAULT_BUFFER_FLUSHES,
+    DEFAULT_RECONNECT_MAX_DELAY,
+    GraphiteSink,
+    Sink,
+    StreamSink,
+)
+
+__all__ = ['DEFAULT_PORT', 'DEFAULT_SHUTDOWN_TIMEOUT', 'Server', 'ServerConfig']
+
+logger = logging.getLogger(__name__)
+
+#: The statsd port, for UDP and TCP alike.
+DEFAULT_PORT = 8125
+
+#: Seconds the sinks get to deliver the final flush when the server stops.
+DEFAULT_SHUTDOWN_TIMEOUT = 5.0
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerConfig:
+    """Everything about the server that is not aggregation.
+
+    :param aggregator: what the aggregator computes, and the flush interval
+    :param binds: ``(host, port)`` pairs, each bound for UDP and TCP; an
+        empty host means every interface
+    :param unix_socket: path of a Unix stream socket to listen on as well
+    :param unix_socket_mode: permission bits for the Unix socket file
+    :param sinks: ``(host, port)`` of Graphite plaintext receivers; with
+        none, flushes are written to standard output
+    :param udp_receive_buffer: SO_RCVBUF asked for, in bytes
+    :param max_line_length: longest line accepted on a stream, in bytes
+    :param shutdown_timeout: seconds the sinks get for the final flush
+    :param sink_buffer_bytes: bytes of undelivered flushes kept per sink
+    :param sink_buffer_flushes: undelivered flushes kept per sink
+    :param reconnect_max_delay: ceiling of a sink's reconnect back-off
+    """
+
+    aggregator: AggregatorConfig = dataclasses.field(
+        default_factory=AggregatorConfig
+    )
+    binds: tuple[tuple[str, int], ...] = (('', DEFAULT_PORT),)
+    unix_socket: str | None = None
+    unix_socket_mode: int | None = None
+    sinks: tuple[tuple[str, int], ...] = ()
+    udp_receive_buffer: int = listeners.DEFAULT_UDP_RECEIVE_BUFFER
+    max_line_length: int = listeners.DEFAULT_MAX_LINE_LENGTH
+    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
+    sink_buffer_bytes: int = DEFAULT_BUFFER_BYTES
+    sink_buffer_flushes: int = DEFAULT_BUFFER_FLUSHES
+    reconnect_max_delay: float = DEFAULT_RECONNECT_MAX_DELAY
+
+
+class Server:
+    """Receive statsd metrics, aggregate them, flush them to every sink.
+
+    :param config: the server's configuration
+    :param stdout: where flushes go when no sink is configured (default:
+        the process's standard output)
+    :param wall_clock: gives each flush's timestamp, in seconds
+
+    Use as ``async with Server(config) as server:`` or call :meth:`start`
+    and :meth:`stop`.  Flushes happen at start + k * flush interval, so the
+    schedule never drifts, whatever a flush costs.
+    """
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        *,
+        stdout: typing.BinaryIO | None = None,
+        wall_clock: typing.Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.aggregator = Aggregator(config.aggregator)
+        self.udp_listeners: list[listeners.UDPListener] = []
+        self.stream_listeners: list[listeners.StreamListener] = []
+        self.sinks: list[Sink] = []
+        self._stdout = stdout
+        self._wall_clock = wall_clock
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._flush_task: asyncio.Task[None] | None = None
+        self._started = False
+        self._stopped = False
+
+    @property
+    def udp_addresses(self) -> list[typing.Any]:
+        """The bound UDP addresses (as :meth:`socket.getsockname` says)."""
+        return [listener.address for listener in self.udp_listeners]
+
+    @property
+    def tcp_addresses(self) -> list[typing.Any]:
+        """The bound TCP addresses, then the Unix socket path if any."""
+        return [listener.address for listener in self.stream_listeners]
+
+    def describe(self) -> str:
+        """One line saying where the server listens and where it flushes."""
+        where = [f'udp {listeners.format_address(a)}' for a in self.udp_addresses]
+        for listener in self.stream_listeners:
+            kind = 'unix' if isinstance(listener.address, str) else 'tcp'
+            where.append(f'{kind} {listener.description}')
+        targets = ', '.join(sink.name for sink in self.sinks)
+        return (
+            f'listening on {", ".join(where)}; flushing every '
+            f'{self.config.aggregator.flush_interval:g} s to {targets}'
+        )
+
+    async def start(self) -> None:
+        """Bind every socket, start the sinks and the flush timer.
+
+        :raises OSError: when an address cannot be bound (nothing is left
+            open then)
+        """
+        if self._started:
+            raise RuntimeError('the server was already started')
+        self._started = True
+        try:
+            self._bind()
+        except BaseException:
+            for udp in self.udp_listeners:
+                udp.close()
+            for stream in self.stream_listeners:
+                await stream.close()
+            raise
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix='statsd-render'
+        )
+        self._make_sinks()
+        for sink in self.sinks:
+            sink.start()
+        for udp in self.udp_listeners:
+            udp.start()
+        for stream in self.stream_listeners:
+            await stream.start()
+        self._flush_task = asyncio.get_running_loop().create_task(
+            self._flush_loop(), name='statsd flush timer'
+        )
+        logger.info('statsd server %s', self.describe())
+
+    def _bind(self) -> None:
+        config = self.config
+        for host, port in config.binds:
+            try:
+                udp, tcp = listeners.bind_sockets(
+                    host, port, udp_receive_buffer=config.udp_receive_buffer
+                )
+            except OSError as exc:
+                where = f'[{host}]' if ':' in host else host or '*'
+                raise OSError(
+                    exc.errno, f'cannot listen on {where}:{port}: {exc.strerror or exc}'
+                ) from exc
+            self.udp_listeners.extend(
+                listeners.UDPListener(sock, self.aggregator) for sock in udp
+            )
+            self.stream_listeners.extend(self._stream(sock) for sock in tcp)
+        if config.unix_socket is not None:
+            try:
+                sock = listeners.bind_unix_socket(
+                    config.unix_socket, config.unix_socket_mode
+                )
+            except OSError as exc:
+                raise OSError(
+                    exc.errno,
+                    f'cannot listen on {config.unix_socket}: {exc.strerror or exc}',
+                ) from exc
+            self.stream_listeners.append(self._stream(sock))
+
+    def _stream(self, sock: socket.socket) -> listeners.StreamListener:
+        return listeners.StreamListener(
+            sock, self.aggregator, max_line_length=self.config.max_line_length
+        )
+
+    def _make_sinks(self) -> None:
+        config = self.config
+        if not config.sinks:
+            stdout = self._stdout or sys.stdout.buffer
+            self.sinks.append(
+                StreamSink(stdout, config.aggregator, executor=self._executor)
+            )
+        for host, port in config.sinks:
+            self.sinks.append(
+                GraphiteSink(
+                    host,
+                    port,
+                    config.aggregator,
+                    buffer_bytes=config.sink_buffer_bytes,
+                    buffer_flushes=config.sink_buffer_flushes,
+                    reconnect_max_delay=config.reconnect_max_delay,
+                    executor=self._executor,
+                )
+            )
+
+    async def _flush_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = self.config.aggregator.flush_interval
+        start = loop.time()
+        k = 1
+        while True:
+            # Every deadline counts from the start, so lateness never adds up.
+            await asyncio.sleep(start + k * interval - loop.time())
+            self.flush()
+            behind = math.floor((loop.time() - start) / interval)
+            if behind > k:
+                logger.warning(
+                    'flushing fell %d interval(s) behind; skipping to the next',
+                    behind - k,
+                )
+                k = behind
+            k += 1
+
+    def flush(self) -> None:
+        """Flush the aggregator now and hand the snapshot to every sink."""
+        try:
+            snapshot = self.aggregator.flush(self._wall_clock())
+        except Exception:
+            logger.exception('flush failed; its metrics are lost')
+            return
+        for sink in self.sinks:
+            sink.submit(snapshot)
+
+    async def stop(self) -> None:
+        """Stop receiving, flush what was received, deliver it, release all.
+
+        Delivery is bounded by the configured shutdown timeout; flushes
+        still undelivered then are dropped and logged by their sink.
+        """
+        if not self._started or self._stopped:
+            return
+        self._stopped = True
+        if self._flush_task is not None:
+            self._flush_task.cancel()
+            await asyncio.wait({self._flush_task})
+        for udp in self.udp_listeners:
+            udp.close()
+        await asyncio.gather(*(stream.close() for stream in self.stream_listeners))
+        self.flush()
+        await asyncio.gather(
+            *(sink.close(self.config.shutdown_timeout) for sink in self.sinks)
+        )
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        logger.info('statsd server stopped')
+
+    async def __aenter__(self) -> Server:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()

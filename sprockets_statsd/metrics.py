@@ -128,7 +128,7 @@ def format_rate(rate: float) -> str:
 
     :raises InvalidMetricError: unless ``0 < rate <= 1``
     """
-    if rate == 1:
+    if rate == 1 and rate is not True:
         return ''
     if isinstance(rate, bool) or not 0 < rate < 1:
         raise InvalidMetricError(f'sample rate {rate!r} is not in (0, 1]')

@@ -341,16 +341,24 @@ class Processor:
                 'connect', 'connection to statsd at %s failed: %s',
                 self._address(), error or 'timed out',
             )
-            delay = min(self.max_reconnect_sleep,
-                        self.reconnect_sleep * 2 ** min(self._failures - 1, 30))
-            await self._pause(min(self._random.uniform(delay / 2, delay),
-                                  max(self._remaining(), 0)))
+            await self._pause(min(self._backoff(self._failures), max(self._remaining(), 0)))
         else:
             self._failures = 0
             self._warn.reset('connect')
             if self.protocol is not None and not self.protocol.closed:
                 self._retiring.append(self.protocol)
             self.protocol = protocol
+
+    def _backoff(self, failures: int) -> float:
+        """The delay after `failures` failed attempts in a row.
+
+        Doubles from ``reconnect_sleep`` up to ``max_reconnect_sleep``; the
+        actual delay is drawn between half and all of that, so that many
+        clients cut off at once do not reconnect in lockstep.
+        """
+        ceiling = min(self.max_reconnect_sleep,
+                      self.reconnect_sleep * 2 ** min(failures - 1, 30))
+        return self._random.uniform(ceiling / 2, ceiling)
 
     def _take_unsent(self) -> None:
         """Keep what closed or closing connections returned for the next one."""

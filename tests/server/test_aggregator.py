@@ -490,7 +490,9 @@ def test_internal_counters_are_never_deleted() -> None:
 )
 def test_each_deletion_switch_overrides_the_default(switch: str, gone: str) -> None:
     """One switch on deletes only its type; False overrides delete_idle_stats."""
-    aggregator = Aggregator(AggregatorConfig(**{switch: True}))
+    on: dict[str, Any] = {switch: True}
+    off: dict[str, Any] = {switch: False}
+    aggregator = Aggregator(AggregatorConfig(**on))
     aggregator.receive(b'c:1|c\nt:1|ms\ns:x|s\ng:1|g')
     aggregator.flush(T0)
     snap = aggregator.flush(T0 + 10)
@@ -498,7 +500,7 @@ def test_each_deletion_switch_overrides_the_default(switch: str, gone: str) -> N
     assert present >= {'c', 't', 's', 'g'} - {gone}
     assert gone not in present
 
-    keep_all = Aggregator(AggregatorConfig(delete_idle_stats=True, **{switch: False}))
+    keep_all = Aggregator(AggregatorConfig(delete_idle_stats=True, **off))
     keep_all.receive(b'c:1|c\nt:1|ms\ns:x|s\ng:1|g')
     keep_all.flush(T0)
     snap = keep_all.flush(T0 + 10)
@@ -638,10 +640,11 @@ def test_bad_lines_are_logged_once_per_interval(caplog: pytest.LogCaptureFixture
         ('calculated_timer_metrics', ('upper_90',)),
     ],
 )
-def test_bad_settings_raise_configuration_error(field: str, value: object) -> None:
+def test_bad_settings_raise_configuration_error(field: str, value: Any) -> None:
     """Every unusable setting is refused with a message naming it."""
+    settings: dict[str, Any] = {field: value}
     with pytest.raises(ConfigurationError, match=field):
-        AggregatorConfig(**{field: value})
+        AggregatorConfig(**settings)
 
 
 def test_config_normalises_sequences() -> None:

@@ -93,7 +93,7 @@ def test_dogstatsd_tags_become_graphite_tags() -> None:
 
 def test_tag_mangling_replaces_only_the_first_separator() -> None:
     """In each tag the first ``;`` becomes ``_`` and the first ``:`` ``=``."""
-    name, tags, _ = split_line('k:1|c|#a;b;c:x:y')
+    _, tags, _ = split_line('k:1|c|#a;b;c:x:y')
     assert tags == ';a_b;c=x:y'
     # Sanitising keeps ';' and '=' but deletes the remaining ':'.
     assert parse_line('k:1|c|#a;b;c:x:y')[0].key == 'k;a_b;c=xy'

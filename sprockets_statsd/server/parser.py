@@ -14,6 +14,7 @@ path calls the same helpers (:func:`split_line`, :func:`parse_value`,
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import NamedTuple
 
@@ -59,6 +60,8 @@ _WHITESPACE_RUN = re.compile(
     '[\t\n\x0b\x0c\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]+'
 )
 _DISALLOWED = re.compile(r'[^A-Za-z0-9_.;=\-]')
+# Distinct tag sets remembered; a service sends few, garbage evicts itself.
+_MAX_TAG_SETS = 4096
 
 #: ``(kind, number, rate, delta, member)`` of one ``value|type[|@rate]``
 #: piece: `number` is the value as written (not rate-scaled; 0 for sets),
@@ -168,16 +171,21 @@ def split_line(line: str) -> tuple[str, str, list[str]]:
     tags = ''
     if '|#' in line:
         line, _, tag_text = line.partition('|#')
-        tag_text = tag_text.split('|#', 1)[0]
-        tags = ''.join(
-            ';' + tag.replace(';', '_', 1).replace(':', '=', 1)
-            for tag in tag_text.split(',')
-            if tag
-        )
+        tags = _tag_suffix(tag_text)
     name, colon, rest = line.partition(':')
     if not colon:
         raise MetricParseError(f'{line!r} has no ":value|type"')
     return name, tags, rest.split(':')
+
+
+@functools.lru_cache(maxsize=_MAX_TAG_SETS)
+def _tag_suffix(tag_text: str) -> str:
+    """``a:b,c:d`` -> ``;a=b;c=d`` (memoised: services repeat tag sets)."""
+    return ''.join(
+        ';' + tag.replace(';', '_', 1).replace(':', '=', 1)
+        for tag in tag_text.split('|#', 1)[0].split(',')
+        if tag
+    )
 
 
 def sanitize_key(key: str) -> str:

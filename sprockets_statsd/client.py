@@ -1,0 +1,684 @@
+"""Synchronous statsd clients with the pystatsd 4 API: UDP, TCP and Unix sockets.
+
+Strategy: each metric method samples (only when ``rate != 1``), asks the
+shared :class:`~sprockets_statsd.metrics.Formatter` for the line and hands it
+to the transport's ``_send``.  A :class:`Pipeline` is a client whose
+``_send`` appends to a list; its :meth:`~Pipeline.send` gives the list to the
+client's ``_send_batch``, which packs datagrams (UDP) or writes once
+(streams).  Bad values are dropped and counted, never raised.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import random
+import socket
+import threading
+import typing
+from collections.abc import Callable, Iterable, Mapping
+
+from sprockets_statsd import metrics
+from sprockets_statsd._throttle import Throttle
+from sprockets_statsd.connector import Timer
+from sprockets_statsd.errors import ConfigurationError
+
+__all__ = [
+    'Pipeline',
+    'StatsClient',
+    'StatsClientBase',
+    'TCPStatsClient',
+    'UnixSocketStatsClient',
+    'from_env',
+]
+
+logger = logging.getLogger(__name__)
+
+#: The largest UDP payload IPv4 can carry (65535 minus the IP and UDP
+#: headers).  A larger ``maxudpsize`` would only turn into failed sends.
+MAX_UDP_PAYLOAD = 65_507
+
+_Tags = typing.Optional[Mapping[str, object]]  # noqa: UP045 - a runtime alias on 3.10
+
+
+
+def _encode(text: str) -> bytes:
+    """Encode `text` as UTF-8, replacing what cannot be encoded with ``?``."""
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        # A lone surrogate cannot be encoded: renaming that one character
+        # is better than losing the metric or raising into the caller.
+        return text.encode('utf-8', 'replace')
+
+
+class _Drops:
+    """Drop counters and the warning throttle, shared by a client and its pipelines."""
+
+    __slots__ = ('invalid', 'lock', 'send_failed', 'warn')
+
+    def __init__(self) -> None:
+        self.invalid = 0
+        self.send_failed = 0
+        # Only the (rare) drop paths take the lock, so that counts stay
+        # exact when many threads share one client.
+        self.lock = threading.Lock()
+        self.warn = Throttle(logger)
+
+
+class StatsClientBase:
+    """The metric methods shared by every client and by :class:`Pipeline`.
+
+    :param prefix: prepended to every stat name with a ``.``
+    :param tag_dialect: ``None`` (default: tags are refused),
+        ``'dogstatsd'``, ``'influxdb'`` or ``'graphite'``
+    :param tags: constant tags added to every metric (needs a dialect)
+    :param random_source: returns floats in [0, 1) for sampling
+
+    Every metric method takes the stat name first, the pystatsd positional
+    arguments next, and a keyword-only ``tags`` mapping.  A value that cannot
+    be sent (NaN, a boolean, a negative timing, a sample rate outside
+    (0, 1]) is dropped, counted in :attr:`dropped_invalid` and logged at most
+    once per ten seconds.  Tags given to a client without a dialect raise
+    :class:`~sprockets_statsd.errors.ConfigurationError`: that is a bug in
+    the calling code, not bad data.
+    """
+
+    _formatter: metrics.Formatter
+    _random: Callable[[], float]
+    _drops: _Drops
+
+    def __init__(
+        self,
+        prefix: str | None = None,
+        *,
+        tag_dialect: str | None = None,
+        tags: Mapping[str, object] | None = None,
+        random_source: Callable[[], float] = random.random,
+    ) -> None:
+        self._prefix = prefix
+        self._formatter = metrics.Formatter(
+            prefix, type_segments=False, tags=metrics.TagSet(tag_dialect, tags)
+        )
+        self._random = random_source
+        self._drops = _Drops()
+        self._bind()
+
+    def _bind(self) -> None:
+        # Bound methods cached on the instance: one attribute look-up less
+        # per metric on the hot path.
+        formatter = self._formatter
+        self._counter = formatter.counter
+        self._gauge = formatter.gauge
+        self._timer = formatter.timer
+        self._set = formatter.set
+
+    @property
+    def dropped_invalid(self) -> int:
+        """Metrics not sent because a value or sample rate was invalid."""
+        return self._drops.invalid
+
+    @property
+    def dropped_send_failed(self) -> int:
+        """Metrics lost because the operating system refused the send (UDP)."""
+        return self._drops.send_failed
+
+    @property
+    def dropped(self) -> int:
+        """Every metric that was recorded but not sent (sampling aside)."""
+        return self._drops.invalid + self._drops.send_failed
+
+    def _invalid(self, stat: object, error: Exception) -> None:
+        drops = self._drops
+        with drops.lock:
+            drops.invalid += 1
+            drops.warn.warning('invalid', 'dropping metric %r: %s', stat, error)
+
+    def _sampled_out(self, stat: str, rate: float) -> bool:
+        """Decide whether a metric with ``rate != 1`` stays home.
+
+        A kept metric's rate is checked by the formatter; a rate that is
+        not in (0, 1] must not pass for "sampled out" silently, so the
+        skipping side checks it here.
+        """
+        try:
+            if self._random() < rate:
+                return False
+            valid = not isinstance(rate, bool) and 0 < rate < 1
+        except TypeError:
+            valid = False
+        if not valid:
+            self._invalid(
+                stat, metrics.InvalidMetricError(f'sample rate {rate!r} is not in (0, 1]')
+            )
+        return True
+
+    def _send(self, data: str) -> None:
+        raise NotImplementedError
+
+    def _send_batch(self, lines: list[str]) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the client's socket; here, nothing to release."""
+
+    def pipeline(self) -> Pipeline:
+        """Return a :class:`Pipeline` that sends through this client."""
+        return Pipeline(self)
+
+    def incr(self, stat: str, count: float = 1, rate: float = 1, *, tags: _Tags = None) -> None:
+        """Increment the counter `stat` by `count`: ``stat:count|c``.
+
+        :param stat: the counter's name (after the prefix)
+        :param count: the amount, usually an :class:`int`; may be negative
+        :param rate: send only this fraction of the calls, and tell the
+            server so with ``|@rate`` (it scales counters back up)
+        :param tags: tags for this call, added to the constant tags
+        """
+        if rate != 1 and self._sampled_out(stat, rate):
+            return
+        try:
+            line = self._counter(stat, count, rate, tags)
+        except metrics.InvalidMetricError as error:
+            self._invalid(stat, error)
+        else:
+            self._send(line)
+
+    def decr(self, stat: str, count: float = 1, rate: float = 1, *, tags: _Tags = None) -> None:
+        """Decrement the counter `stat` by `count`: ``incr(stat, -count)``.
+
+        :param stat: the counter's name
+        :param count: the amount to subtract
+        :param rate: sample rate, as for :meth:`incr`
+        :param tags: tags for this call
+        """
+        if type(count) is not int:
+            try:
+                if isinstance(count, bool):
+                    raise TypeError
+                count = -count
+            except TypeError:
+                self._invalid(stat, metrics.InvalidMetricError(f'{count!r} is not a number'))
+                return
+            self.incr(stat, count, rate, tags=tags)
+        else:
+            self.incr(stat, -count, rate, tags=tags)
+
+    def gauge(
+        self,
+        stat: str,
+        value: float,
+        rate: float = 1,
+        delta: bool = False,
+        *,
+        tags: _Tags = None,
+    ) -> None:
+        """Set the gauge `stat` to `value`, or change it by `value` if `delta`.
+
+        A negative absolute value goes out as ``0`` followed by the value in
+        one datagram (or one write), because a server reads any signed
+        value as a change.
+
+        :param stat: the gauge's name
+        :param value: the new value, or the change with `delta`
+        :param rate: sample rate; servers do not scale gauges by it
+        :param delta: send a signed change (``+3``, ``-2``) instead of a value
+        :param tags: tags for this call
+        """
+        if rate != 1 and self._sampled_out(stat, rate):
+            return
+        try:
+            line = self._gauge(stat, value, delta, rate, tags)
+        except metrics.InvalidMetricError as error:
+            self._invalid(stat, error)
+        else:
+            self._send(line)
+
+    def set(self, stat: str, value: object, rate: float = 1, *, tags: _Tags = None) -> None:
+        """Add `value` to the set `stat`; the server counts distinct values.
+
+        :param stat: the set's name
+        :param value: any value; it is sent as text
+        :param rate: sample rate; servers do not scale sets by it
+        :param tags: tags for this call
+        """
+        if rate != 1 and self._sampled_out(stat, rate):
+            return
+        try:
+            line = self._set(stat, value, rate, tags)
+        except metrics.InvalidMetricError as error:
+            self._invalid(stat, error)
+        else:
+            self._send(line)
+
+    def timing(
+        self,
+        stat: str,
+        delta: float | datetime.timedelta,
+        rate: float = 1,
+        *,
+        tags: _Tags = None,
+    ) -> None:
+        """Record a duration for the timer `stat`: ``stat:ms|ms``.
+
+        :param stat: the timer's name
+        :param delta: the duration in **milliseconds**, or a
+            :class:`~datetime.timedelta` (converted to milliseconds)
+        :param rate: sample rate
+        :param tags: tags for this call
+        """
+        if rate != 1 and self._sampled_out(stat, rate):
+            return
+        if isinstance(delta, datetime.timedelta):
+            delta = metrics.milliseconds(delta)
+        try:
+            line = self._timer(stat, delta, rate, tags)
+        except metrics.InvalidMetricError as error:
+            self._invalid(stat, error)
+        else:
+            self._send(line)
+
+    def timer(self, stat: str, rate: float = 1, *, tags: _Tags = None) -> Timer:
+        """Return a :class:`~sprockets_statsd.connector.Timer` for `stat`.
+
+        Use it as a context manager, as a decorator of a plain or ``async``
+        function (each call timed on its own, safe from many threads), or
+        with ``start()`` / ``stop(send=True)`` / ``send()``.  Its ``ms``
+        attribute holds the last measurement in milliseconds.
+
+        :param stat: the timer's name
+        :param rate: sample rate applied to each measurement
+        :param tags: tags for every measurement
+        """
+        timing = self.timing
+
+        def report(seconds: float) -> None:
+            timing(stat, seconds * 1000.0, rate, tags=tags)
+
+        return Timer(report)
+
+
+class Pipeline(StatsClientBase):
+    """Collects metrics and sends them together; made by ``client.pipeline()``.
+
+    :param client: the client (or the enclosing pipeline) to send through
+
+    A pipeline has every metric method of the client.  Nothing is sent until
+    :meth:`send`, or the end of a ``with`` block (even one left by an
+    exception).  Sampled-out and invalid metrics are not collected.  A
+    pipeline of a pipeline hands its metrics to the outer one when sent.
+    A pipeline is not thread-safe: use one per thread or per request.
+    """
+
+    def __init__(self, client: StatsClientBase) -> None:
+        self._client = client
+        self._prefix = client._prefix
+        self._formatter = client._formatter
+        self._random = client._random
+        self._drops = client._drops
+        self._stats: list[str] = []
+        self._bind()
+
+    def _send(self, data: str) -> None:
+        self._stats.append(data)
+
+    def _send_batch(self, lines: list[str]) -> None:
+        self._stats.extend(lines)
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.send()
+
+    def send(self) -> None:
+        """Send everything collected in as few datagrams (or one write) as possible.
+
+        Over UDP each datagram holds whole lines and is at most the client's
+        ``maxudpsize`` bytes; a single line longer than that is sent alone.
+        Over TCP and Unix sockets the lines go out in one write.
+        """
+        if not self._stats:
+            return
+        stats, self._stats = self._stats, []
+        self._client._send_batch(stats)
+
+
+class StatsClient(StatsClientBase):
+    """Sends metrics over UDP; the pystatsd ``StatsClient``.
+
+    :param host: the statsd server's host name or address
+    :param port: its UDP port
+    :param prefix: prepended to every stat name with a ``.``
+    :param maxudpsize: the largest datagram a :class:`Pipeline` sends, in
+        bytes; 512 is safe on any network path, a LAN takes 1432 or more
+    :param ipv6: resolve `host` to an IPv6 address (``AF_INET6``) instead of
+        IPv4 (``AF_INET``, the default)
+    :param tag_dialect: see :class:`StatsClientBase`
+    :param tags: constant tags, see :class:`StatsClientBase`
+    :param random_source: see :class:`StatsClientBase`
+    :raises ~sprockets_statsd.errors.ConfigurationError: for a bad port or
+        ``maxudpsize``
+    :raises socket.gaierror: when `host` has no address in the chosen family
+
+    The host is resolved once, here, in the family `ipv6` selects: with the
+    default ``ipv6=False``, ``localhost`` is always ``127.0.0.1`` even where
+    the resolver lists ``::1`` first, so an IPv4-only server gets the
+    metrics.  Sends never block and never raise: a failed send is counted in
+    :attr:`~StatsClientBase.dropped_send_failed`.  One client may be used
+    from many threads at once.
+    """
+
+    def __init__(
+        self,
+        host: str = 'localhost',
+        port: int = 8125,
+        prefix: str | None = None,
+        maxudpsize: int = 512,
+        ipv6: bool = False,
+        *,
+        tag_dialect: str | None = None,
+        tags: Mapping[str, object] | None = None,
+        random_source: Callable[[], float] = random.random,
+    ) -> None:
+        super().__init__(prefix, tag_dialect=tag_dialect, tags=tags, random_source=random_source)
+        if (
+            isinstance(maxudpsize, bool)
+            or not isinstance(maxudpsize, int)
+            or not 0 < maxudpsize <= MAX_UDP_PAYLOAD
+        ):
+            raise ConfigurationError(
+                f'maxudpsize must be an int from 1 to {MAX_UDP_PAYLOAD}, not {maxudpsize!r}'
+            )
+        self._maxudpsize = maxudpsize
+        wanted = socket.AF_INET6 if ipv6 else socket.AF_INET
+        family, _, _, _, addr = socket.getaddrinfo(
+            host, _check_port(port), wanted, socket.SOCK_DGRAM
+        )[0]
+        self._addr: tuple[typing.Any, ...] = addr
+        self._sock = socket.socket(family, socket.SOCK_DGRAM)
+        # A full socket buffer drops the metric instead of stalling the caller.
+        self._sock.setblocking(False)
+        self._sendto = self._sock.sendto
+
+    def close(self) -> None:
+        """Close the socket; later metrics are dropped and counted."""
+        self._sock.close()
+
+    def _send(self, data: str) -> None:
+        try:
+            payload = data.encode()
+        except UnicodeEncodeError:
+            payload = _encode(data)
+        try:
+            self._sendto(payload, self._addr)
+        except OSError as error:
+            self._send_failed(error)
+
+    def _send_failed(self, error: OSError) -> None:
+        drops = self._drops
+        with drops.lock:
+            drops.send_failed += 1
+            drops.warn.warning('send', 'statsd send to %s failed: %s', self._addr, error)
+
+    def _send_batch(self, lines: list[str]) -> None:
+        data = _encode('\n'.join(lines))
+        if len(data) <= self._maxudpsize:
+            self._send_datagram(data)
+            return
+        for datagram in _pack(map(_encode, lines), self._maxudpsize):
+            self._send_datagram(datagram)
+
+    def _send_datagram(self, data: bytes) -> None:
+        try:
+            self._sendto(data, self._addr)
+        except OSError as error:
+            self._send_failed(error)
+
+
+def _pack(lines: Iterable[bytes], limit: int) -> Iterable[bytes]:
+    """Join `lines` with newlines into chunks of at most `limit` bytes.
+
+    Order is kept; a line longer than `limit` becomes a chunk of its own.
+    """
+    chunk: list[bytes] = []
+    size = -1  # no newline before the first line
+    for line in lines:
+        if chunk and size + 1 + len(line) > limit:
+            yield b'\n'.join(chunk)
+            chunk, size = [], -1
+        chunk.append(line)
+        size += 1 + len(line)
+    if chunk:
+        yield b'\n'.join(chunk)
+
+
+class _StreamClient(StatsClientBase):
+    """Newline-terminated lines over a stream socket, connected lazily."""
+
+    _sock: socket.socket | None = None
+    _timeout: float | None = None
+
+    def _open(self) -> socket.socket:
+        raise NotImplementedError
+
+    def connect(self) -> None:
+        """Connect now (closing any current connection).
+
+        Sending connects by itself when there is no connection, so calling
+        this is optional.
+
+        :raises OSError: such as :class:`ConnectionRefusedError` or
+            :class:`TimeoutError` when the server cannot be reached
+        """
+        self.close()
+        self._sock = self._open()
+
+    def close(self) -> None:
+        """Close the connection, if any; the next metric reconnects."""
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
+
+    def reconnect(self) -> None:
+        """Close the connection and open a new one: :meth:`close` then :meth:`connect`."""
+        self.close()
+        self.connect()
+
+    def _send(self, data: str) -> None:
+        self._write(_encode(data + '\n'))
+
+    def _send_batch(self, lines: list[str]) -> None:
+        self._write(_encode('\n'.join(lines) + '\n'))
+
+    def _write(self, data: bytes) -> None:
+        if self._sock is None:
+            self.connect()
+        try:
+            self._sock.sendall(data)  # type: ignore[union-attr]
+        except OSError:
+            # Drop the broken connection so that the next metric reconnects.
+            self.close()
+            raise
+
+
+class TCPStatsClient(_StreamClient):
+    """Sends metrics over TCP; the pystatsd ``TCPStatsClient``.
+
+    :param host: the statsd server's host name or address
+    :param port: its TCP port
+    :param prefix: prepended to every stat name with a ``.``
+    :param timeout: seconds a connect or send may block (``None``: no limit)
+    :param ipv6: connect over IPv6 (``AF_INET6``) instead of IPv4
+    :param tag_dialect: see :class:`StatsClientBase`
+    :param tags: constant tags, see :class:`StatsClientBase`
+    :param random_source: see :class:`StatsClientBase`
+    :raises ~sprockets_statsd.errors.ConfigurationError: for a bad port
+
+    The connection is opened by the first metric (or :meth:`connect`), the
+    host being resolved then in the family `ipv6` selects.  Unlike
+    :class:`StatsClient`, the metric methods block while the data is
+    written and raise :class:`OSError` when the server cannot be reached or
+    the connection breaks; after such an error the connection is closed,
+    and the next metric connects again.  Not thread-safe.
+    """
+
+    def __init__(
+        self,
+        host: str = 'localhost',
+        port: int = 8125,
+        prefix: str | None = None,
+        timeout: float | None = None,
+        ipv6: bool = False,
+        *,
+        tag_dialect: str | None = None,
+        tags: Mapping[str, object] | None = None,
+        random_source: Callable[[], float] = random.random,
+    ) -> None:
+        super().__init__(prefix, tag_dialect=tag_dialect, tags=tags, random_source=random_source)
+        self._host = host
+        self._port = _check_port(port)
+        self._timeout = timeout
+        self._ipv6 = ipv6
+
+    def _open(self) -> socket.socket:
+        wanted = socket.AF_INET6 if self._ipv6 else socket.AF_INET
+        family, _, _, _, addr = socket.getaddrinfo(
+            self._host, self._port, wanted, socket.SOCK_STREAM
+        )[0]
+        return _connected(socket.socket(family, socket.SOCK_STREAM), addr, self._timeout)
+
+
+class UnixSocketStatsClient(_StreamClient):
+    """Sends metrics over a Unix stream socket; the pystatsd ``UnixSocketStatsClient``.
+
+    :param socket_path: the path of the server's (writable) socket
+    :param prefix: prepended to every stat name with a ``.``
+    :param timeout: seconds a connect or send may block (``None``: no limit)
+    :param tag_dialect: see :class:`StatsClientBase`
+    :param tags: constant tags, see :class:`StatsClientBase`
+    :param random_source: see :class:`StatsClientBase`
+
+    Connects lazily and raises on connection errors exactly like
+    :class:`TCPStatsClient`.  Not thread-safe.
+    """
+
+    def __init__(
+        self,
+        socket_path: str,
+        prefix: str | None = None,
+        timeout: float | None = None,
+        *,
+        tag_dialect: str | None = None,
+        tags: Mapping[str, object] | None = None,
+        random_source: Callable[[], float] = random.random,
+    ) -> None:
+        super().__init__(prefix, tag_dialect=tag_dialect, tags=tags, random_source=random_source)
+        self._socket_path = os.fspath(socket_path)
+        self._timeout = timeout
+
+    def _open(self) -> socket.socket:
+        return _connected(
+            socket.socket(socket.AF_UNIX, socket.SOCK_STREAM), self._socket_path, self._timeout
+        )
+
+
+def _connected(sock: socket.socket, address: typing.Any, timeout: float | None) -> socket.socket:
+    """Connect `sock` to `address`, closing it if that fails."""
+    try:
+        sock.settimeout(timeout)
+        sock.connect(address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _check_port(port: object) -> int:
+    """Return `port` as an int (a decimal string is accepted, as by pystatsd)."""
+    try:
+        if isinstance(port, bool) or not isinstance(port, (int, str)):
+            raise ValueError
+        number = int(port)
+    except ValueError:
+        number = -1
+    if not 0 < number < 65536:
+        raise ConfigurationError(f'port must be an int from 1 to 65535, not {port!r}')
+    return number
+
+
+def from_env(
+    environ: Mapping[str, str] | None = None,
+    *,
+    tag_dialect: str | None = None,
+    tags: Mapping[str, object] | None = None,
+    random_source: Callable[[], float] = random.random,
+) -> StatsClient:
+    """Build a :class:`StatsClient` from ``STATSD_*`` environment variables.
+
+    :param environ: the variables to read (:data:`os.environ` if omitted)
+    :param tag_dialect: passed to :class:`StatsClient`
+    :param tags: passed to :class:`StatsClient`
+    :param random_source: passed to :class:`StatsClient`
+    :raises ~sprockets_statsd.errors.ConfigurationError: naming the variable
+        whose value cannot be used, including a ``STATSD_HOST`` that does not
+        resolve in the chosen address family
+
+    ``STATSD_HOST`` (default ``localhost``), ``STATSD_PORT`` (``8125``),
+    ``STATSD_PREFIX`` (none), ``STATSD_MAXUDPSIZE`` (``512``) and
+    ``STATSD_IPV6`` (``0``; also ``1``, ``true``/``false``, ``yes``/``no``,
+    ``on``/``off``).  An empty variable counts as unset.  The host is
+    resolved when this function runs, never at import time.
+    """
+    env = os.environ if environ is None else environ
+
+    def get(name: str) -> str | None:
+        return env.get(name) or None
+
+    host = get('STATSD_HOST') or 'localhost'
+    ipv6_text = (get('STATSD_IPV6') or '0').strip().lower()
+    if ipv6_text not in _BOOLEANS:
+        raise ConfigurationError(
+            f'STATSD_IPV6 must be 0 or 1 (or true/false, yes/no, on/off), not {ipv6_text!r}'
+        )
+    ipv6 = _BOOLEANS[ipv6_text]
+    options: dict[str, int] = {}
+    for name, keyword, default in (
+        ('STATSD_PORT', 'port', 8125),
+        ('STATSD_MAXUDPSIZE', 'maxudpsize', 512),
+    ):
+        text = get(name)
+        try:
+            options[keyword] = default if text is None else int(text)
+        except ValueError:
+            raise ConfigurationError(f'{name} must be an integer, not {text!r}') from None
+    if not 0 < options['port'] < 65536:
+        raise ConfigurationError(f'STATSD_PORT must be from 1 to 65535, not {options["port"]}')
+    if not 0 < options['maxudpsize'] <= MAX_UDP_PAYLOAD:
+        raise ConfigurationError(
+            f'STATSD_MAXUDPSIZE must be from 1 to {MAX_UDP_PAYLOAD}, '
+            f'not {options["maxudpsize"]}'
+        )
+    try:
+        return StatsClient(
+            host,
+            prefix=get('STATSD_PREFIX'),
+            ipv6=ipv6,
+            tag_dialect=tag_dialect,
+            tags=tags,
+            random_source=random_source,
+            **options,
+        )
+    except socket.gaierror as error:
+        family, other, switch = ('IPv6', 'IPv4', '0') if ipv6 else ('IPv4', 'IPv6', '1')
+        raise ConfigurationError(
+            f'STATSD_HOST {host!r} has no {family} address ({error}): fix the name, '
+            f'or set STATSD_IPV6={switch} if the server listens on {other}'
+        ) from error
+
+
+_BOOLEANS = {
+    '0': False, 'false': False, 'no': False, 'off': False,
+    '1': True, 'true': True, 'yes': True, 'on': True,
+}

@@ -1,0 +1,495 @@
+"""Recording stand-ins for the connector and the synchronous client, for users' tests.
+
+Strategy: both recorders keep the public metric API of the class they stand
+in for, render every metric through the same
+:class:`~sprockets_statsd.metrics.Formatter` as the real thing (so invalid
+values are dropped exactly as in production and the wire line can be
+asserted on), and append a :class:`RecordedMetric` instead of sending.
+Sampling is not applied: every call is recorded, with its rate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import typing
+from collections.abc import Mapping
+
+from sprockets_statsd import metrics
+from sprockets_statsd.client import Pipeline, StatsClientBase
+from sprockets_statsd.connector import AbstractConnector
+
+__all__ = [
+    'RecordedMetric',
+    'RecordingConnector',
+    'RecordingPipeline',
+    'RecordingStatsClient',
+]
+
+_Tags = typing.Optional[Mapping[str, object]]  # noqa: UP045 - a runtime alias on 3.10
+
+_KIND_NAMES = {
+    metrics.COUNTER: 'counter',
+    metrics.GAUGE: 'gauge',
+    metrics.TIMER: 'timer',
+    metrics.SET: 'set',
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordedMetric:
+    """One metric as the application recorded it."""
+
+    #: The statsd type code: ``'c'``, ``'g'``, ``'ms'``, ``'s'``, or what
+    #: was given to :meth:`~RecordingConnector.inject_metric`.
+    type: str
+    #: The path (stat name) as the application gave it, without the prefix.
+    path: str
+    #: The full metric name on the wire: prefix, type segment (connector
+    #: only) and path.
+    name: str
+    #: The value as given, in the API's unit: seconds for the connector's
+    #: ``timing``, milliseconds for the client's (a
+    #: :class:`~datetime.timedelta` is converted); ``decr`` records the
+    #: negated amount, as it is sent.
+    value: object
+    #: The sample rate (1 when not sampled).
+    rate: float
+    #: The constant tags updated with the call's tags.
+    tags: Mapping[str, object]
+    #: The line(s) that would be sent, without a trailing newline.
+    line: str
+    #: Whether a gauge was sent as a change (``delta=True``).
+    delta: bool = False
+
+
+class _Recorder:
+    """Recording and the assertion helpers, shared by both recorders."""
+
+    _formatter: metrics.Formatter
+    _constant_tags: Mapping[str, object]
+
+    def _setup(
+        self,
+        prefix: str | None,
+        type_segments: bool,
+        tag_dialect: str | None,
+        tags: Mapping[str, object] | None,
+    ) -> None:
+        self._type_segments = type_segments
+        self._tag_set = metrics.TagSet(tag_dialect, tags)
+        self._formatter = metrics.Formatter(
+            prefix, type_segments=type_segments, tags=self._tag_set
+        )
+        self._constant_tags = dict(tags or {})
+        #: Every metric recorded, oldest first.
+        self.metrics: list[RecordedMetric] = []
+        self._invalid_count = 0
+
+    @property
+    def dropped_invalid(self) -> int:
+        """Metrics dropped because a value or sample rate was invalid."""
+        return self._invalid_count
+
+    @property
+    def dropped(self) -> int:
+        """Metrics dropped: here, only invalid ones."""
+        return self._invalid_count
+
+    def _invalid(self, stat: object, error: Exception) -> None:
+        self._invalid_count += 1
+
+    def _capture(
+        self,
+        code: str,
+        path: str,
+        value: object,
+        rate: float,
+        tags: _Tags,
+        render: typing.Callable[[], str],
+        delta: bool = False,
+    ) -> None:
+        """Render the line (dropping the metric when invalid) and record it."""
+        try:
+            line = render()
+        except metrics.InvalidMetricError as error:
+            self._invalid(path, error)
+            return
+        merged = {**self._constant_tags, **(tags or {})}
+        name = self._formatter.name(code, path if isinstance(path, str) else str(path))
+        self._record(RecordedMetric(code, path, name, value, rate, merged, line, delta))
+
+    def _record(self, metric: RecordedMetric) -> None:
+        self.metrics.append(metric)
+
+    @property
+    def lines(self) -> list[str]:
+        """Every wire line recorded, oldest first (two for a negative gauge)."""
+        return [line for metric in self.metrics for line in metric.line.split('\n')]
+
+    def reset(self) -> None:
+        """Forget everything recorded so far."""
+        self.metrics.clear()
+        self._invalid_count = 0
+
+    def find(
+        self,
+        type: str | None = None,
+        path: str | None = None,
+        *,
+        value: object = None,
+        tags: Mapping[str, object] | None = None,
+        rate: float | None = None,
+        delta: bool | None = None,
+    ) -> list[RecordedMetric]:
+        """Return the recorded metrics that match every criterion given.
+
+        :param type: the type code (``'c'``, ``'g'``, ``'ms'``, ``'s'``)
+        :param path: the path as the application gave it
+        :param value: compared with ``==`` (so :func:`pytest.approx` works)
+        :param tags: each of these must be among the metric's tags
+        :param rate: the sample rate
+        :param delta: whether a gauge was a change
+        """
+        found = []
+        for metric in self.metrics:
+            if type is not None and metric.type != type:
+                continue
+            if path is not None and metric.path != path:
+                continue
+            if value is not None and value != metric.value:
+                continue
+            if rate is not None and metric.rate != rate:
+                continue
+            if delta is not None and metric.delta != delta:
+                continue
+            if tags is not None and any(
+                key not in metric.tags or metric.tags[key] != wanted
+                for key, wanted in tags.items()
+            ):
+                continue
+            found.append(metric)
+        return found
+
+    def _assert(
+        self, code: str, path: str, times: int | None, **criteria: typing.Any
+    ) -> list[RecordedMetric]:
+        found = self.find(code, path, **criteria)
+        if (not found and times is None) or (times is not None and len(found) != times):
+            wanted = ', '.join(f'{k}={v!r}' for k, v in criteria.items() if v is not None)
+            seen = [m for m in self.metrics if m.path == path] or self.metrics
+            expected = 'at least once' if times is None else f'{times} time(s)'
+            raise AssertionError(
+                f'expected {_KIND_NAMES.get(code, code)} {path!r}'
+                f'{" with " + wanted if wanted else ""} {expected}, found {len(found)}; '
+                f'recorded{" for this path" if seen is not self.metrics else ""}: '
+                + ('\n  '.join([''] + [repr(m) for m in seen]) if seen else 'nothing')
+            )
+        return found
+
+    def assert_incr(
+        self,
+        path: str,
+        value: object = None,
+        *,
+        times: int | None = None,
+        tags: Mapping[str, object] | None = None,
+        rate: float | None = None,
+    ) -> list[RecordedMetric]:
+        """Assert that the counter `path` was incremented (by `value`, if given).
+
+        :param times: how many matching metrics there must be (default: at
+            least one)
+        :returns: the matching metrics
+        :raises AssertionError: listing what was recorded for `path`
+        """
+        return self._assert(metrics.COUNTER, path, times, value=value, tags=tags, rate=rate)
+
+    def assert_decr(
+        self,
+        path: str,
+        value: object = None,
+        *,
+        times: int | None = None,
+        tags: Mapping[str, object] | None = None,
+        rate: float | None = None,
+    ) -> list[RecordedMetric]:
+        """Assert that the counter `path` was decremented (by `value`, if given).
+
+        A decrement is recorded as a counter with the negated value, so
+        ``assert_decr('x', 2)`` finds ``decr('x', 2)`` and ``incr('x', -2)``.
+        """
+        negated = None if value is None else -typing.cast(float, value)
+        found = self._assert(metrics.COUNTER, path, times, value=negated, tags=tags, rate=rate)
+        if value is None and not any(_negative(metric.value) for metric in found):
+            raise AssertionError(f'counter {path!r} was never decremented: {found!r}')
+        return found
+
+    def assert_gauge(
+        self,
+        path: str,
+        value: object = None,
+        *,
+        delta: bool | None = None,
+        times: int | None = None,
+        tags: Mapping[str, object] | None = None,
+    ) -> list[RecordedMetric]:
+        """Assert that the gauge `path` was set (to `value`, if given)."""
+        return self._assert(metrics.GAUGE, path, times, value=value, delta=delta, tags=tags)
+
+    def assert_timing(
+        self,
+        path: str,
+        value: object = None,
+        *,
+        times: int | None = None,
+        tags: Mapping[str, object] | None = None,
+    ) -> list[RecordedMetric]:
+        """Assert that a duration was recorded for the timer `path`.
+
+        Measured durations are unpredictable: leave `value` out, or pass
+        something like ``pytest.approx(0.5, abs=0.1)``.
+        """
+        return self._assert(metrics.TIMER, path, times, value=value, tags=tags)
+
+    def assert_set(
+        self,
+        path: str,
+        value: object = None,
+        *,
+        times: int | None = None,
+        tags: Mapping[str, object] | None = None,
+    ) -> list[RecordedMetric]:
+        """Assert that `value` (or anything) was added to the set `path`."""
+        return self._assert(metrics.SET, path, times, value=value, tags=tags)
+
+    def assert_not_recorded(self, path: str, type: str | None = None) -> None:
+        """Assert that nothing (of type code `type`) was recorded for `path`."""
+        found = self.find(type, path)
+        if found:
+            raise AssertionError(f'expected no metric {path!r}, found: {found!r}')
+
+
+def _negative(value: object) -> bool:
+    try:
+        return bool(value < 0)  # type: ignore[operator]
+    except TypeError:
+        return False
+
+
+class RecordingConnector(_Recorder, AbstractConnector):
+    """Records metrics instead of sending them; stands in for :class:`~.Connector`.
+
+    :param prefix: prepended to every path, as by the connector
+    :param tag_dialect: the connector's tag dialect
+    :param tags: constant tags
+    :param options: any other :class:`~.Connector` keyword (host, port,
+        queue sizes...) is accepted and ignored, so that code building a
+        connector from settings can build this one instead
+
+    Names carry the connector's type segment (``prefix.counters.path``).
+    :meth:`start` and :meth:`stop` only flip :attr:`running`.
+    """
+
+    def __init__(
+        self,
+        prefix: str = '',
+        *,
+        tag_dialect: str | None = None,
+        tags: Mapping[str, object] | None = None,
+        **options: object,
+    ) -> None:
+        super().__init__()
+        self._setup(prefix, True, tag_dialect, tags)
+        self._prefix = prefix or ''
+        #: Whether :meth:`start` was called and :meth:`stop` not since.
+        self.running = False
+
+    @property
+    def prefix(self) -> str:
+        """The prefix in front of every metric name (empty for none)."""
+        return self._prefix
+
+    @prefix.setter
+    def prefix(self, value: str) -> None:
+        self._prefix = value or ''
+        self._formatter = metrics.Formatter(self._prefix, type_segments=True, tags=self._tag_set)
+
+    async def start(self) -> None:
+        """Mark the connector as running."""
+        self.running = True
+
+    async def stop(self) -> None:
+        """Mark the connector as stopped."""
+        self.running = False
+
+    def inject_metric(
+        self, path: str, value: str, type_code: str, *, rate: float = 1.0, tags: _Tags = None
+    ) -> None:
+        """Record ``path:value|type_code`` (no type segment, as the connector)."""
+        self._capture(
+            type_code, path, value, rate, tags,
+            lambda: self._formatter.line(type_code, path, str(value), rate, tags),
+        )
+
+    def incr(self, path: str, value: float = 1, *, rate: float = 1.0, tags: _Tags = None) -> None:
+        """Record a counter increment."""
+        self._capture(
+            metrics.COUNTER, path, value, rate, tags,
+            lambda: self._formatter.counter(path, value, rate, tags),
+        )
+
+    def decr(self, path: str, value: float = 1, *, rate: float = 1.0, tags: _Tags = None) -> None:
+        """Record a counter decrement (as the negated value)."""
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            self._invalid(path, metrics.InvalidMetricError(f'{value!r} is not a number'))
+            return
+        self.incr(path, -value, rate=rate, tags=tags)
+
+    def gauge(
+        self,
+        path: str,
+        value: float,
+        delta: bool = False,
+        *,
+        rate: float = 1.0,
+        tags: _Tags = None,
+    ) -> None:
+        """Record a gauge value or change."""
+        self._capture(
+            metrics.GAUGE, path, value, rate, tags,
+            lambda: self._formatter.gauge(path, value, delta, rate, tags), delta,
+        )
+
+    def timing(
+        self,
+        path: str,
+        seconds: float | datetime.timedelta,
+        *,
+        rate: float = 1.0,
+        tags: _Tags = None,
+    ) -> None:
+        """Record a duration in seconds (a timedelta is converted to seconds)."""
+        if isinstance(seconds, datetime.timedelta):
+            seconds = seconds.total_seconds()
+        value = seconds
+        self._capture(
+            metrics.TIMER, path, value, rate, tags,
+            lambda: self._formatter.timer(path, _millis(value), rate, tags),
+        )
+
+    def set(self, path: str, value: object, *, rate: float = 1.0, tags: _Tags = None) -> None:
+        """Record a set member."""
+        self._capture(
+            metrics.SET, path, value, rate, tags,
+            lambda: self._formatter.set(path, value, rate, tags),
+        )
+
+
+def _millis(seconds: object) -> float:
+    """Seconds to milliseconds, raising InvalidMetricError for a non-number."""
+    try:
+        return metrics.milliseconds(seconds)  # type: ignore[arg-type]
+    except TypeError:
+        raise metrics.InvalidMetricError(f'{seconds!r} is not a number') from None
+
+
+class _RecordingMethods(_Recorder, StatsClientBase):
+    """The synchronous client's metric methods, recording instead of sending."""
+
+    def pipeline(self) -> Pipeline:
+        """Return a :class:`RecordingPipeline` that records into this client when sent."""
+        return RecordingPipeline(self)
+
+    def incr(self, stat: str, count: float = 1, rate: float = 1, *, tags: _Tags = None) -> None:
+        """Record a counter increment."""
+        self._capture(
+            metrics.COUNTER, stat, count, rate, tags,
+            lambda: self._formatter.counter(stat, count, rate, tags),
+        )
+
+    def gauge(
+        self,
+        stat: str,
+        value: float,
+        rate: float = 1,
+        delta: bool = False,
+        *,
+        tags: _Tags = None,
+    ) -> None:
+        """Record a gauge value or change."""
+        self._capture(
+            metrics.GAUGE, stat, value, rate, tags,
+            lambda: self._formatter.gauge(stat, value, delta, rate, tags), delta,
+        )
+
+    def set(self, stat: str, value: object, rate: float = 1, *, tags: _Tags = None) -> None:
+        """Record a set member."""
+        self._capture(
+            metrics.SET, stat, value, rate, tags,
+            lambda: self._formatter.set(stat, value, rate, tags),
+        )
+
+    def timing(
+        self,
+        stat: str,
+        delta: float | datetime.timedelta,
+        rate: float = 1,
+        *,
+        tags: _Tags = None,
+    ) -> None:
+        """Record a duration in milliseconds (a timedelta is converted)."""
+        millis = metrics.milliseconds(delta) if isinstance(delta, datetime.timedelta) else delta
+        self._capture(
+            metrics.TIMER, stat, millis, rate, tags,
+            lambda: self._formatter.timer(stat, millis, rate, tags),
+        )
+
+
+class RecordingStatsClient(_RecordingMethods):
+    """Records metrics instead of sending them; stands in for :class:`~.client.StatsClient`.
+
+    :param prefix: prepended to every stat name
+    :param tag_dialect: the client's tag dialect
+    :param tags: constant tags
+
+    It has every method of the real clients (``close`` does nothing);
+    :meth:`pipeline` returns a :class:`RecordingPipeline`, whose metrics are
+    recorded here when it is sent.
+    """
+
+    def __init__(
+        self,
+        prefix: str | None = None,
+        *,
+        tag_dialect: str | None = None,
+        tags: Mapping[str, object] | None = None,
+    ) -> None:
+        super().__init__(prefix, tag_dialect=tag_dialect, tags=tags)
+        self._setup(prefix, False, tag_dialect, tags)
+
+
+class RecordingPipeline(_RecordingMethods, Pipeline):
+    """A :class:`~.client.Pipeline` of a :class:`RecordingStatsClient`.
+
+    :param client: the recording client, or an enclosing recording pipeline
+
+    Its own :attr:`metrics` holds what was collected and not yet sent;
+    :meth:`send` (or the end of the ``with`` block) moves them to the client.
+    """
+
+    def __init__(self, client: _RecordingMethods) -> None:
+        Pipeline.__init__(self, client)
+        self._recorder = client
+        self._constant_tags = client._constant_tags
+        self.metrics = []
+        self._invalid_count = 0
+
+    def _invalid(self, stat: object, error: Exception) -> None:
+        self._recorder._invalid(stat, error)
+
+    def send(self) -> None:
+        """Record the collected metrics in the client (or enclosing pipeline)."""
+        pending, self.metrics = self.metrics, []
+        for metric in pending:
+            self._recorder._record(metric)

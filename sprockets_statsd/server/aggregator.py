@@ -17,6 +17,7 @@ import logging
 import time
 import types
 from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 from sprockets_statsd.errors import MetricParseError
 from sprockets_statsd.server import _timerstats
@@ -41,13 +42,15 @@ _MAX_PIECES = 20_000
 # How much of a bad line is kept for the log message.
 _MAX_LOGGED = 200
 
+_V = TypeVar('_V')
 _BAD: ParsedValue = ('', 0.0, 1.0, False, '')
 # These counters are zeroed, never deleted; the reference matches them by
 # substring, so a user counter containing one of them is kept too.
 _INTERNAL_COUNTER_MARKS = ('packets_received', 'metrics_received', 'bad_lines_seen')
 
 
-def _frozen(mapping: Mapping[str, object]) -> types.MappingProxyType:  # type: ignore[type-arg]
+def _frozen(mapping: Mapping[str, _V]) -> Mapping[str, _V]:
+    """A read-only copy, detached from the aggregator's live dictionaries."""
     return types.MappingProxyType(dict(mapping))
 
 

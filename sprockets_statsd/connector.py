@@ -246,7 +246,10 @@ class Connector(AbstractConnector):
         self.processor = Processor(
             host=host, port=port, ip_protocol=ip_protocol, **processor_options
         )
-        self._put = self.processor.queue.put_nowait
+        self._offer = self.processor.queue.offer
+        # Complete payloads for incr(path) with the defaults, the most
+        # frequent call by far; bounded like the formatter's own cache.
+        self._increments: dict[str, bytes] = {}
         self._task: asyncio.Task[None] | None = None
         self._warn = Throttle(logger)
         #: Metrics offered to the queue (accepted or refused for being full).
@@ -267,6 +270,7 @@ class Connector(AbstractConnector):
         self._formatter = metrics.Formatter(
             self._prefix, type_segments=True, tags=self._tags
         )
+        self._increments = {}
 
     @property
     def sent(self) -> int:
@@ -309,15 +313,22 @@ class Connector(AbstractConnector):
 
     def _enqueue(self, line: str) -> None:
         self.enqueued += 1
-        try:
-            self._put(line.encode())
-        except asyncio.QueueFull:
-            self.dropped_queue_full += 1
-            self._warn.warning(
-                'queue-full',
-                'statsd queue is full (%d payloads), dropping metrics',
-                self.processor.queue.maxsize,
-            )
+        if not self._offer(line.encode()):
+            self._full()
+
+    def _full(self) -> None:
+        self.dropped_queue_full += 1
+        self._warn.warning(
+            'queue-full',
+            'statsd queue is full (%d payloads), dropping metrics',
+            self.processor.queue.maxsize,
+        )
+
+    def _increment_payload(self, path: str) -> bytes:
+        payload = self._formatter.counter(path).encode()
+        if len(self._increments) < metrics.DEFAULT_CACHE_SIZE:
+            self._increments[path] = payload
+        return payload
 
     def _skip(self, path: str, rate: float) -> bool:
         """Decide whether a sampled metric stays home (rate is not 1)."""
@@ -361,6 +372,12 @@ class Connector(AbstractConnector):
         self, path: str, value: float = 1, *, rate: float = 1.0, tags: Tags = None
     ) -> None:
         """Increment the counter `path` by `value` (``counters.`` segment)."""
+        if value == 1 and rate == 1 and tags is None:
+            payload = self._increments.get(path) or self._increment_payload(path)
+            self.enqueued += 1
+            if not self._offer(payload):
+                self._full()
+            return
         if rate != 1 and self._skip(path, rate):
             return
         try:

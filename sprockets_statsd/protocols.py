@@ -18,8 +18,11 @@ Strategy: the :class:`~.Processor` hands each adapter a *batch* of payloads
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
+import itertools
 import logging
+import operator
 import socket
 import typing
 
@@ -263,19 +266,24 @@ class UDPProtocol(StatsdProtocol, asyncio.DatagramProtocol):
             return 0
         if not payloads:
             return 0
-        sendto = transport.sendto
         limit = self.max_datagram_size
+        # ends[i] is the size of payloads[0..i] joined with newlines, plus
+        # one: computed in C, so that the Python loop runs per datagram and
+        # not per payload.
+        ends = list(itertools.accumulate(map(operator.add, map(len, payloads),
+                                             itertools.repeat(1))))
+        sendto = transport.sendto
+        count = len(payloads)
         start = 0
-        size = -1  # the first payload needs no separator
-        for index, payload in enumerate(payloads):
-            grown = size + len(payload) + 1
-            if grown > limit and index > start:
-                sendto(b'\n'.join(payloads[start:index]))
-                start, size = index, len(payload)
-            else:
-                size = grown
-        sendto(b'\n'.join(payloads[start:]) if len(payloads) - start > 1 else payloads[start])
-        return len(payloads)
+        base = 0
+        while start < count:
+            stop = bisect.bisect_right(ends, base + limit + 1, start)
+            if stop == start:  # a payload larger than a datagram goes alone
+                stop = start + 1
+            sendto(payloads[start] if stop == start + 1 else b'\n'.join(payloads[start:stop]))
+            base = ends[stop - 1]
+            start = stop
+        return count
 
 
 ProtocolFactory = typing.Callable[[], StatsdProtocol]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime
 import logging
@@ -26,6 +27,7 @@ logger = logging.getLogger(__name__)
 #: (the same words sprockets-statsd 1.0 accepted).
 _TRUTHY_WORDS = frozenset({'yes', 'true', 't', 'on'})
 
+# The Connector tells a Unix socket by its host and ignores ip_protocol then.
 _IP_PROTOCOLS = {'tcp': socket.IPPROTO_TCP, 'udp': socket.IPPROTO_UDP,
                  'unix': socket.IPPROTO_TCP}
 
@@ -111,8 +113,9 @@ def _parse_port(value: object, source: str) -> int:
     port: int | None = None
     if isinstance(value, int) and not isinstance(value, bool):
         port = value
-    elif isinstance(value, str) and value.strip().isdigit():
-        port = int(value)
+    elif isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            port = int(value)
     if port is None or not 0 < port < 65536:
         raise ConfigurationError(
             f'{source} must be a port number from 1 to 65535, not {value!r}'
@@ -286,13 +289,14 @@ class Application(web.Application):
             on_start.append(self.start_statsd)
             on_shutdown.append(self.stop_statsd)
 
-    async def start_statsd(self, *_: object) -> None:
+    async def start_statsd(self, *args: object) -> None:
         """Create the connector and start it; return once it is running.
+
+        :param args: ignored, so that the method can be a sprockets.http
+            ``on_start`` callback (which is given the application and IOLoop)
 
         Does nothing if the connector is already running; waits for a
         :meth:`stop_statsd` in progress, then starts a new connector.
-        Positional arguments are ignored, so that the method can be used as
-        a sprockets.http ``on_start`` callback directly.
         """
         if self._statsd_stopping is not None:
             await asyncio.shield(self._statsd_stopping)
@@ -312,14 +316,16 @@ class Application(web.Application):
         self.statsd_connector = connector
         await connector.start()
 
-    async def stop_statsd(self, *_: object) -> None:
+    async def stop_statsd(self, *args: object) -> None:
         """Flush the queued metrics, then stop and drop the connector.
+
+        :param args: ignored, so that the method can be a sprockets.http
+            ``on_shutdown`` callback (which is given the application)
 
         Returns once the connector has stopped (within its
         ``shutdown_timeout``).  Metrics recorded until then are still
         queued and sent.  Safe to call twice, also at the same time; does
-        nothing if the connector was not started.  Positional arguments are
-        ignored (sprockets.http passes the application).
+        nothing if the connector was not started.
         """
         if self._statsd_stopping is None:
             connector = self.statsd_connector
@@ -355,7 +361,7 @@ class RequestHandler(web.RequestHandler):
     Each request's duration is recorded as
     ``timers.<HandlerClass>.<METHOD>.<status>`` when it finishes.  Paths are
     given as segments that are joined with ``.``; a segment that is not a
-    string is converted with :func:`str`.  Nothing here raises for metric
+    string is converted with ``str()``.  Nothing here raises for metric
     trouble, and everything works (doing nothing) when metrics are disabled
     or the application does not mix in :class:`Application`.
     """

@@ -395,6 +395,7 @@ def test_resolved_settings_do_not_touch_the_callers_dict() -> None:
     ({}, {'port': 8125.0}, 'statsd.port must be'),
     ({'STATSD_PORT': 'eighty'}, {}, "STATSD_PORT must be a port number from 1 to 65535, not 'eighty'"),
     ({'STATSD_PORT': '-1'}, {}, 'STATSD_PORT must be'),
+    ({'STATSD_PORT': '\u00b2'}, {}, 'STATSD_PORT must be'),
     ({}, {'protocol': 'sctp'}, "statsd.protocol must be \"tcp\", \"udp\" or \"unix\", not 'sctp'"),
     ({}, {'protocol': 17}, 'statsd.protocol must be'),
     ({'STATSD_PROTOCOL': 'http'}, {}, 'STATSD_PROTOCOL must be'),

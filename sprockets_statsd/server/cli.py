@@ -295,15 +295,22 @@ def _options() -> list[_Option]:
 _AGGREGATOR_FIELDS = {f.name for f in dataclasses.fields(AggregatorConfig)}
 
 
+class _Parser(argparse.ArgumentParser):
+    """Reports a bad argument in one line, without the long usage text."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f'{self.prog}: error: {message} (see --help)\n')
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, with each option's variable in its help."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog='sprockets-statsd-server',
         description='Receive statsd metrics over UDP, TCP and Unix sockets, '
         'aggregate them like etsy statsd and flush them to Graphite.',
         epilog='Every option can also be set with the environment variable '
-        'shown; the command line wins.  Lists in a variable are '
-        'comma-separated.',
+        'shown; the command line wins.  Several values in one variable are '
+        'separated by commas (histograms: by semicolons).',
     )
     parser.add_argument(
         '--version', action='version',

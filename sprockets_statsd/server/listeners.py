@@ -63,6 +63,10 @@ _MAX_DATAGRAM = 65535
 #: How long a listener keeps draining its UDP socket when it is closed.
 _CLOSE_DRAIN_SECONDS = 1.0
 
+#: Reads (of up to 64 KiB) a stream connection gets when the listener
+#: closes, to take in what its client sent before the stop.
+_CLOSE_DRAIN_READS = 64
+
 #: Linux's SO_RCVBUFFORCE (not exported by the socket module): lets root
 #: exceed net.core.rmem_max.
 _SO_RCVBUFFORCE = getattr(
@@ -221,6 +225,32 @@ class _LineProtocol(asyncio.Protocol):
         if packet:
             self._hand_on(packet)
 
+    def finish(self) -> None:
+        """Take in what the kernel already holds for this connection, close.
+
+        A client's lines that arrived before the server stopped count, even
+        if the event loop has not read them yet.
+        """
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        sock = transport.get_extra_info('socket')
+        if sock is not None:
+            # A duplicate descriptor: the transport's socket object must not
+            # be read behind its back, but the kernel queue is the same.
+            with socket.socket(fileno=os.dup(sock.fileno())) as raw:
+                raw.setblocking(False)
+                for _ in range(_CLOSE_DRAIN_READS):
+                    try:
+                        data = raw.recv(_MAX_DATAGRAM)
+                    except OSError:
+                        break
+                    if not data:
+                        self.eof_received()
+                        break
+                    self.data_received(data)
+        transport.close()
+
     def _hand_on(self, packet: bytes) -> None:
         # Only a packet longer than the bound can hold an over-long line, so
         # the common small packet skips the split.
@@ -279,16 +309,16 @@ class StreamListener:
     async def close(self) -> None:
         """Stop accepting, close every connection, remove a Unix socket file.
 
-        Complete lines were handed on as they arrived; a partial last line
-        of a connection still open is dropped.
+        What open connections' clients sent before the stop is taken in
+        first (a partial last line is dropped).  Connections the kernel
+        accepted but the loop had not yet taken are reset.
         """
         if self._server is not None:
             self._server.close()
         else:
             self._sock.close()
         for connection in list(self.connections):
-            if connection.transport is not None:
-                connection.transport.close()
+            connection.finish()
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None

@@ -438,7 +438,7 @@ class StatsClient(StatsClientBase):
 
 
 def _pack(lines: Iterable[bytes], limit: int) -> Iterable[bytes]:
-    """Join `lines` with newlines into chunks of at most `limit` bytes.
+    """Join `lines` (at least one) with newlines into chunks of at most `limit` bytes.
 
     Order is kept; a line longer than `limit` becomes a chunk of its own.
     """
@@ -450,8 +450,7 @@ def _pack(lines: Iterable[bytes], limit: int) -> Iterable[bytes]:
             chunk, size = [], -1
         chunk.append(line)
         size += 1 + len(line)
-    if chunk:
-        yield b'\n'.join(chunk)
+    yield b'\n'.join(chunk)
 
 
 class _StreamClient(StatsClientBase):

@@ -78,7 +78,9 @@ class UDPReceiver:
         """Assert that nothing is waiting: the next datagram is a fresh marker."""
         client.set('quiet.marker', 'end')
         datagram = self.datagram()
-        assert b'quiet.marker:end|s' in datagram, f'unexpected datagram {datagram!r}'
+        # Prefix and tags may surround the name; anything else is a leftover.
+        assert b'quiet.marker' in datagram, f'unexpected datagram {datagram!r}'
+        assert b':end|s' in datagram, f'unexpected datagram {datagram!r}'
 
     def close(self) -> None:
         self.sock.close()

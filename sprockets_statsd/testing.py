@@ -177,13 +177,18 @@ class _Recorder:
         found = self.find(code, path, **criteria)
         if (not found and times is None) or (times is not None and len(found) != times):
             wanted = ', '.join(f'{k}={v!r}' for k, v in criteria.items() if v is not None)
-            seen = [m for m in self.metrics if m.path == path] or self.metrics
-            expected = 'at least once' if times is None else f'{times} time(s)'
+            same_path = [repr(m) for m in self.metrics if m.path == path]
+            if same_path:
+                seen = 'recorded for this path:\n  ' + '\n  '.join(same_path)
+            elif self.metrics:
+                seen = 'recorded:\n  ' + '\n  '.join(repr(m) for m in self.metrics)
+            else:
+                seen = 'nothing was recorded'
             raise AssertionError(
-                f'expected {_KIND_NAMES.get(code, code)} {path!r}'
-                f'{" with " + wanted if wanted else ""} {expected}, found {len(found)}; '
-                f'recorded{" for this path" if seen is not self.metrics else ""}: '
-                + ('\n  '.join([''] + [repr(m) for m in seen]) if seen else 'nothing')
+                f'expected {_KIND_NAMES[code]} {path!r}'
+                f'{" with " + wanted if wanted else ""} '
+                f'{"at least once" if times is None else f"{times} time(s)"}, '
+                f'found {len(found)}; {seen}'
             )
         return found
 
@@ -233,9 +238,12 @@ class _Recorder:
         delta: bool | None = None,
         times: int | None = None,
         tags: Mapping[str, object] | None = None,
+        rate: float | None = None,
     ) -> list[RecordedMetric]:
         """Assert that the gauge `path` was set (to `value`, if given)."""
-        return self._assert(metrics.GAUGE, path, times, value=value, delta=delta, tags=tags)
+        return self._assert(
+            metrics.GAUGE, path, times, value=value, delta=delta, tags=tags, rate=rate
+        )
 
     def assert_timing(
         self,
@@ -244,13 +252,14 @@ class _Recorder:
         *,
         times: int | None = None,
         tags: Mapping[str, object] | None = None,
+        rate: float | None = None,
     ) -> list[RecordedMetric]:
         """Assert that a duration was recorded for the timer `path`.
 
         Measured durations are unpredictable: leave `value` out, or pass
         something like ``pytest.approx(0.5, abs=0.1)``.
         """
-        return self._assert(metrics.TIMER, path, times, value=value, tags=tags)
+        return self._assert(metrics.TIMER, path, times, value=value, tags=tags, rate=rate)
 
     def assert_set(
         self,
@@ -259,9 +268,10 @@ class _Recorder:
         *,
         times: int | None = None,
         tags: Mapping[str, object] | None = None,
+        rate: float | None = None,
     ) -> list[RecordedMetric]:
         """Assert that `value` (or anything) was added to the set `path`."""
-        return self._assert(metrics.SET, path, times, value=value, tags=tags)
+        return self._assert(metrics.SET, path, times, value=value, tags=tags, rate=rate)
 
     def assert_not_recorded(self, path: str, type: str | None = None) -> None:
         """Assert that nothing (of type code `type`) was recorded for `path`."""

@@ -18,9 +18,11 @@ from collections.abc import Mapping
 from sprockets_statsd import metrics
 from sprockets_statsd.client import Pipeline, StatsClientBase
 from sprockets_statsd.connector import AbstractConnector
+from sprockets_statsd.metrics import Formatter
 
 __all__ = [
     'RecordedMetric',
+    'Recorder',
     'RecordingConnector',
     'RecordingPipeline',
     'RecordingStatsClient',
@@ -63,10 +65,16 @@ class RecordedMetric:
     delta: bool = False
 
 
-class _Recorder:
-    """Recording and the assertion helpers, shared by both recorders."""
+class Recorder:
+    """The record and the assertion helpers that both recorders share.
 
-    _formatter: metrics.Formatter
+    Not used on its own: create a :class:`RecordingConnector` or a
+    :class:`RecordingStatsClient`.
+    """
+
+    #: Every metric recorded, oldest first.
+    metrics: list[RecordedMetric]
+    _formatter: Formatter
     _constant_tags: Mapping[str, object]
 
     def _setup(
@@ -82,8 +90,7 @@ class _Recorder:
             prefix, type_segments=type_segments, tags=self._tag_set
         )
         self._constant_tags = dict(tags or {})
-        #: Every metric recorded, oldest first.
-        self.metrics: list[RecordedMetric] = []
+        self.metrics = []
         self._invalid_count = 0
 
     @property
@@ -146,7 +153,7 @@ class _Recorder:
 
         :param type: the type code (``'c'``, ``'g'``, ``'ms'``, ``'s'``)
         :param path: the path as the application gave it
-        :param value: compared with ``==`` (so :func:`pytest.approx` works)
+        :param value: compared with ``==`` (so ``pytest.approx`` works)
         :param tags: each of these must be among the metric's tags
         :param rate: the sample rate
         :param delta: whether a gauge was a change
@@ -287,7 +294,7 @@ def _negative(value: object) -> bool:
         return False
 
 
-class RecordingConnector(_Recorder, AbstractConnector):
+class RecordingConnector(Recorder, AbstractConnector):
     """Records metrics instead of sending them; stands in for :class:`~.Connector`.
 
     :param prefix: prepended to every path, as by the connector
@@ -404,8 +411,27 @@ def _millis(seconds: object) -> float:
         raise metrics.InvalidMetricError(f'{seconds!r} is not a number') from None
 
 
-class _RecordingMethods(_Recorder, StatsClientBase):
-    """The synchronous client's metric methods, recording instead of sending."""
+class RecordingStatsClient(Recorder, StatsClientBase):
+    """Records metrics instead of sending them; stands in for :class:`~.client.StatsClient`.
+
+    :param prefix: prepended to every stat name
+    :param tag_dialect: the client's tag dialect
+    :param tags: constant tags
+
+    It has every method of the real clients (``close`` does nothing);
+    :meth:`pipeline` returns a :class:`RecordingPipeline`, whose metrics are
+    recorded here when it is sent.
+    """
+
+    def __init__(
+        self,
+        prefix: str | None = None,
+        *,
+        tag_dialect: str | None = None,
+        tags: Mapping[str, object] | None = None,
+    ) -> None:
+        super().__init__(prefix, tag_dialect=tag_dialect, tags=tags)
+        self._setup(prefix, False, tag_dialect, tags)
 
     def pipeline(self) -> Pipeline:
         """Return a :class:`RecordingPipeline` that records into this client when sent."""
@@ -456,39 +482,16 @@ class _RecordingMethods(_Recorder, StatsClientBase):
         )
 
 
-class RecordingStatsClient(_RecordingMethods):
-    """Records metrics instead of sending them; stands in for :class:`~.client.StatsClient`.
-
-    :param prefix: prepended to every stat name
-    :param tag_dialect: the client's tag dialect
-    :param tags: constant tags
-
-    It has every method of the real clients (``close`` does nothing);
-    :meth:`pipeline` returns a :class:`RecordingPipeline`, whose metrics are
-    recorded here when it is sent.
-    """
-
-    def __init__(
-        self,
-        prefix: str | None = None,
-        *,
-        tag_dialect: str | None = None,
-        tags: Mapping[str, object] | None = None,
-    ) -> None:
-        super().__init__(prefix, tag_dialect=tag_dialect, tags=tags)
-        self._setup(prefix, False, tag_dialect, tags)
-
-
-class RecordingPipeline(_RecordingMethods, Pipeline):
+class RecordingPipeline(RecordingStatsClient, Pipeline):
     """A :class:`~.client.Pipeline` of a :class:`RecordingStatsClient`.
 
     :param client: the recording client, or an enclosing recording pipeline
 
-    Its own :attr:`metrics` holds what was collected and not yet sent;
+    Its own :attr:`~Recorder.metrics` holds what was collected and not yet sent;
     :meth:`send` (or the end of the ``with`` block) moves them to the client.
     """
 
-    def __init__(self, client: _RecordingMethods) -> None:
+    def __init__(self, client: RecordingStatsClient) -> None:
         Pipeline.__init__(self, client)
         self._recorder = client
         self._constant_tags = client._constant_tags

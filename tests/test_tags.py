@@ -244,6 +244,19 @@ async def test_connector_escapes_alike(dialect: str) -> None:
     assert lines == [ESCAPED[dialect].replace('x', 'counters.x', 1)]
 
 
+@pytest.mark.parametrize(('dialect', 'expected'), [
+    ('dogstatsd', b'x:1|c|#path:/a b_c'),
+    ('influxdb', b'x,path=/a_b_c:1|c'),
+    ('graphite', b'x;path=/a_b,c:1|c'),
+])
+def test_documented_escaping_example(make_client: Callable[..., StatsClient],
+                                     receiver: UDPReceiver, dialect: str,
+                                     expected: bytes) -> None:
+    """The example in docs/tags.rst holds."""
+    make_client(tag_dialect=dialect).incr('x', tags={'path': '/a b,c'})
+    assert receiver.datagram() == expected
+
+
 def test_dogstatsd_tag_without_value(make_client: Callable[..., StatsClient],
                                      receiver: UDPReceiver) -> None:
     """A DogStatsD tag whose value is None is sent as a bare key."""

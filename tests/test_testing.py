@@ -27,7 +27,8 @@ TIMEOUT = 10.0
 def test_public_names() -> None:
     """The module exports the recorders and the record type."""
     assert set(testing.__all__) == {
-        'RecordedMetric', 'RecordingConnector', 'RecordingPipeline', 'RecordingStatsClient',
+        'RecordedMetric', 'Recorder', 'RecordingConnector', 'RecordingPipeline',
+        'RecordingStatsClient',
     }
 
 

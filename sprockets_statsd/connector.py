@@ -23,6 +23,7 @@ _F = typing.TypeVar('_F', bound=Callable[..., typing.Any])
 Tags = typing.Optional[Mapping[str, object]]  # noqa: UP045 - a runtime alias on 3.10
 
 logger = logging.getLogger(__name__)
+_INFINITY = float('inf')
 
 
 class Timer:
@@ -250,6 +251,9 @@ class Connector(AbstractConnector):
         # Complete payloads for incr(path) with the defaults, the most
         # frequent call by far; bounded like the formatter's own cache.
         self._increments: dict[str, bytes] = {}
+        # Heads (``name:``) of timers, for the plain timing() fast path.
+        self._timer_heads: dict[str, str] = {}
+        self._tail = self._formatter.plain_tail
         self._task: asyncio.Task[None] | None = None
         self._warn = Throttle(logger)
         #: Metrics offered to the queue (accepted or refused for being full).
@@ -271,6 +275,7 @@ class Connector(AbstractConnector):
             self._prefix, type_segments=True, tags=self._tags
         )
         self._increments = {}
+        self._timer_heads = {}
 
     @property
     def sent(self) -> int:
@@ -323,6 +328,12 @@ class Connector(AbstractConnector):
             'statsd queue is full (%d payloads), dropping metrics',
             self.processor.queue.maxsize,
         )
+
+    def _timer_head(self, path: str) -> str:
+        head = self._formatter.head(metrics.TIMER, path)
+        if len(self._timer_heads) < metrics.DEFAULT_CACHE_SIZE:
+            self._timer_heads[path] = head
+        return head
 
     def _increment_payload(self, path: str) -> bytes:
         payload = self._formatter.counter(path).encode()
@@ -431,6 +442,12 @@ class Connector(AbstractConnector):
 
         The value goes on the wire in milliseconds.
         """
+        if rate == 1 and tags is None and type(seconds) is float and 0.0 <= seconds < _INFINITY:
+            head = self._timer_heads.get(path) or self._timer_head(path)
+            self.enqueued += 1
+            if not self._offer(f'{head}{seconds * 1000.0!r}|ms{self._tail}'.encode()):
+                self._full()
+            return
         if rate != 1 and self._skip(path, rate):
             return
         try:

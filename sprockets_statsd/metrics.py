@@ -262,6 +262,15 @@ class Formatter:
             code: {} for code in (COUNTER, GAUGE, TIMER, SET)
         }
 
+    @property
+    def plain_tail(self) -> str:
+        """What follows the type code when no per-call tags are given."""
+        return self._plain_tail
+
+    def head(self, code: str, path: str) -> str:
+        """Return ``name:`` (with constant tags where the dialect puts them)."""
+        return self._head(code, path, None)
+
     def name(self, code: str, path: str) -> str:
         """Return the full metric name for `path` of type `code`."""
         if self._segments and code in TYPE_SEGMENTS:

@@ -266,13 +266,41 @@ class UDPProtocol(StatsdProtocol, asyncio.DatagramProtocol):
             return 0
         if not payloads:
             return 0
+        sendto = transport.sendto
         limit = self.max_datagram_size
+        count = len(payloads)
+        data = b'\n'.join(payloads)
+        if len(data) <= limit:
+            sendto(data)
+        elif data.count(b'\n') == count - 1:
+            self._cut(data, limit, sendto)
+        else:
+            self._pack(payloads, limit, sendto)
+        return count
+
+    @staticmethod
+    def _cut(data: bytes, limit: int, sendto: typing.Callable[[bytes], None]) -> None:
+        """Send `data` (one line per payload) cut at newlines into datagrams."""
+        start, size = 0, len(data)
+        while size - start > limit:
+            end = data.rfind(b'\n', start, start + limit + 1)
+            if end < 0:  # one line larger than a datagram goes alone
+                end = data.find(b'\n', start)
+                if end < 0:
+                    break
+            sendto(data[start:end])
+            start = end + 1
+        sendto(data[start:])
+
+    @staticmethod
+    def _pack(
+        payloads: list[bytes], limit: int, sendto: typing.Callable[[bytes], None]
+    ) -> None:
+        """Pack payloads that contain newlines themselves, never splitting one."""
         # ends[i] is the size of payloads[0..i] joined with newlines, plus
-        # one: computed in C, so that the Python loop runs per datagram and
-        # not per payload.
+        # one: computed in C, so that the Python loop runs per datagram.
         ends = list(itertools.accumulate(map(operator.add, map(len, payloads),
                                              itertools.repeat(1))))
-        sendto = transport.sendto
         count = len(payloads)
         start = 0
         base = 0
@@ -280,10 +308,9 @@ class UDPProtocol(StatsdProtocol, asyncio.DatagramProtocol):
             stop = bisect.bisect_right(ends, base + limit + 1, start)
             if stop == start:  # a payload larger than a datagram goes alone
                 stop = start + 1
-            sendto(payloads[start] if stop == start + 1 else b'\n'.join(payloads[start:stop]))
+            sendto(b'\n'.join(payloads[start:stop]))
             base = ends[stop - 1]
             start = stop
-        return count
 
 
 ProtocolFactory = typing.Callable[[], StatsdProtocol]

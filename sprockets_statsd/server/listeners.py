@@ -179,6 +179,7 @@ class _LineProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = typing.cast(asyncio.Transport, transport)
         self._listener.connections.add(self)
+        self._listener.accepted += 1
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._listener.connections.discard(self)
@@ -285,7 +286,10 @@ class StreamListener:
         self.max_line_length = max_line_length
         self.address = sock.getsockname()
         self.description = format_address(self.address)
+        #: The open connections.
         self.connections: set[_LineProtocol] = set()
+        #: Connections accepted so far.
+        self.accepted = 0
         self.throttle = Throttle(logger)
         #: Chunks whose handling raised.
         self.errors = 0

@@ -81,7 +81,7 @@ class StatsClientBase:
     be sent (NaN, a boolean, a negative timing, a sample rate outside
     (0, 1]) is dropped, counted in :attr:`dropped_invalid` and logged at most
     once per ten seconds.  Tags given to a client without a dialect raise
-    :class:`~sprockets_statsd.errors.ConfigurationError`: that is a bug in
+    :class:`~sprockets_statsd.ConfigurationError`: that is a bug in
     the calling code, not bad data.
     """
 
@@ -103,6 +103,9 @@ class StatsClientBase:
         )
         self._random = random_source
         self._drops = _Drops()
+        # Complete lines of incr(stat) with the defaults, by far the most
+        # frequent call; bounded like the formatter's own cache.
+        self._increments: dict[str, str] = {}
         self._bind()
 
     def _bind(self) -> None:
@@ -113,6 +116,12 @@ class StatsClientBase:
         self._gauge = formatter.gauge
         self._timer = formatter.timer
         self._set = formatter.set
+
+    def _increment_line(self, stat: str) -> str:
+        line = self._formatter.counter(stat)
+        if len(self._increments) < metrics.DEFAULT_CACHE_SIZE:
+            self._increments[stat] = line
+        return line
 
     @property
     def dropped_invalid(self) -> int:
@@ -280,7 +289,7 @@ class StatsClientBase:
             self._send(line)
 
     def timer(self, stat: str, rate: float = 1, *, tags: _Tags = None) -> Timer:
-        """Return a :class:`~sprockets_statsd.connector.Timer` for `stat`.
+        """Return a :class:`~sprockets_statsd.Timer` for `stat`.
 
         Use it as a context manager, as a decorator of a plain or ``async``
         function (each call timed on its own, safe from many threads), or
@@ -317,11 +326,18 @@ class Pipeline(StatsClientBase):
         self._formatter = client._formatter
         self._random = client._random
         self._drops = client._drops
+        self._increments = client._increments
         self._stats: list[str] = []
+        # Collecting is appending: no Python frame of our own per metric.
+        self._send = self._stats.append  # type: ignore[method-assign,assignment]
         self._bind()
 
-    def _send(self, data: str) -> None:
-        self._stats.append(data)
+    def incr(self, stat: str, count: float = 1, rate: float = 1, *, tags: _Tags = None) -> None:
+        """Collect a counter increment; see :meth:`StatsClientBase.incr`."""
+        if count == 1 and rate == 1 and tags is None and count is not True:
+            self._send(self._increments.get(stat) or self._increment_line(stat))
+        else:
+            StatsClientBase.incr(self, stat, count, rate, tags=tags)
 
     def _send_batch(self, lines: list[str]) -> None:
         self._stats.extend(lines)
@@ -341,7 +357,9 @@ class Pipeline(StatsClientBase):
         """
         if not self._stats:
             return
-        stats, self._stats = self._stats, []
+        # Copy and clear: the list stays the one that _send appends to.
+        stats = self._stats.copy()
+        self._stats.clear()
         self._client._send_batch(stats)
 
 
@@ -358,7 +376,7 @@ class StatsClient(StatsClientBase):
     :param tag_dialect: see :class:`StatsClientBase`
     :param tags: constant tags, see :class:`StatsClientBase`
     :param random_source: see :class:`StatsClientBase`
-    :raises ~sprockets_statsd.errors.ConfigurationError: for a bad port or
+    :raises ~sprockets_statsd.ConfigurationError: for a bad port or
         ``maxudpsize``
     :raises socket.gaierror: when `host` has no address in the chosen family
 
@@ -401,10 +419,29 @@ class StatsClient(StatsClientBase):
         # A full socket buffer drops the metric instead of stalling the caller.
         self._sock.setblocking(False)
         self._sendto = self._sock.sendto
+        # incr(stat) with the defaults, ready to send.
+        self._payloads: dict[str, bytes] = {}
 
     def close(self) -> None:
         """Close the socket; later metrics are dropped and counted."""
         self._sock.close()
+
+    def incr(self, stat: str, count: float = 1, rate: float = 1, *, tags: _Tags = None) -> None:
+        """Increment the counter `stat`; see :meth:`StatsClientBase.incr`."""
+        if count == 1 and rate == 1 and tags is None and count is not True:
+            payload = self._payloads.get(stat) or self._increment_payload(stat)
+            try:
+                self._sendto(payload, self._addr)
+            except OSError as error:
+                self._send_failed(error)
+        else:
+            StatsClientBase.incr(self, stat, count, rate, tags=tags)
+
+    def _increment_payload(self, stat: str) -> bytes:
+        payload = _encode(self._formatter.counter(stat))
+        if len(self._payloads) < metrics.DEFAULT_CACHE_SIZE:
+            self._payloads[stat] = payload
+        return payload
 
     def _send(self, data: str) -> None:
         try:
@@ -513,7 +550,7 @@ class TCPStatsClient(_StreamClient):
     :param tag_dialect: see :class:`StatsClientBase`
     :param tags: constant tags, see :class:`StatsClientBase`
     :param random_source: see :class:`StatsClientBase`
-    :raises ~sprockets_statsd.errors.ConfigurationError: for a bad port
+    :raises ~sprockets_statsd.ConfigurationError: for a bad port
 
     The connection is opened by the first metric (or :meth:`connect`), the
     host being resolved then in the family `ipv6` selects.  Unlike
@@ -620,7 +657,7 @@ def from_env(
     :param tag_dialect: passed to :class:`StatsClient`
     :param tags: passed to :class:`StatsClient`
     :param random_source: passed to :class:`StatsClient`
-    :raises ~sprockets_statsd.errors.ConfigurationError: naming the variable
+    :raises ~sprockets_statsd.ConfigurationError: naming the variable
         whose value cannot be used, including a ``STATSD_HOST`` that does not
         resolve in the chosen address family
 

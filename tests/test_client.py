@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from sprockets_statsd import client as client_module
+from sprockets_statsd import metrics
 from sprockets_statsd.client import (
     MAX_UDP_PAYLOAD,
     Pipeline,
@@ -142,6 +143,7 @@ WIRE = [
     ('non-ascii name', lambda c: c.incr('caf\u00e9.\u00fcber'), 'caf\u00e9.\u00fcber:1|c'.encode()),
     ('protocol characters', lambda c: c.incr('a:b|c@d#e\nf'), b'a_b_c_d_e_f:1|c'),
     ('lone surrogate', lambda c: c.incr('bad\ud800name'), b'bad?name:1|c'),
+    ('lone surrogate value', lambda c: c.set('x', 'bad\udc80'), b'x:bad?|s'),
     ('number as name', lambda c: c.incr(404), b'404:1|c'),
 ]
 
@@ -369,6 +371,24 @@ def test_port_as_text(receiver: UDPReceiver) -> None:
         assert receiver.datagram() == b'text.port:1|c'
     finally:
         client.close()
+
+
+def test_increment_caches_are_bounded(make_client: Callable[..., StatsClient],
+                                      receiver: UDPReceiver,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Names beyond the cache bound are formatted per call and still sent."""
+    monkeypatch.setattr(metrics, 'DEFAULT_CACHE_SIZE', 2)
+    client = make_client()
+    names = [f'name.{i}' for i in range(5)]
+    for _ in range(2):
+        for name in names:
+            client.incr(name)
+        with client.pipeline() as pipe:
+            for name in names:
+                pipe.incr(name)
+    expected = [f'{name}:1|c'.encode() for name in names]
+    assert receiver.datagrams(20) == [*expected, b'\n'.join(expected)] * 2
+    assert len(client._payloads) == len(client._increments) == 2
 
 
 def test_many_threads_share_one_client(make_client: Callable[..., StatsClient],

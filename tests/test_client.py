@@ -752,6 +752,9 @@ def test_tcp_connect_close_reconnect(tcp_client: TCPStatsClient,
     tcp_client.close()
     assert tcp_client._sock is None
     tcp_client.incr('three')  # connects again by itself
+    # Each connection is read by its own server thread: wait before the next
+    # one so that the order of the lines is defined.
+    tcp_server.wait_for_lines(3)
     tcp_client.connect()  # replaces the open connection
     tcp_client.incr('four')
     assert tcp_server.wait_for_lines(4) == [b'tcp.one:1|c', b'tcp.two:1|c', b'tcp.three:1|c',
@@ -867,6 +870,7 @@ def test_unix_socket_client(socket_dir: pathlib.Path) -> None:
             with client.pipeline() as pipe:
                 pipe.gauge('b', 1)
                 pipe.set('c', 2)
+            server.wait_for_lines(3)  # before a second connection races the first
             client.reconnect()
             client.timing('d', 4)
             assert server.wait_for_lines(4) == [b'unix.a:1|c', b'unix.b:1|g', b'unix.c:2|s',

@@ -1,4 +1,4 @@
-"""Client throughput benchmark: our Connector against pystatsd and DogStatsd.
+"""Client throughput benchmark: our clients against pystatsd and DogStatsd.
 
 Strategy: every case sends ``--count`` counter increments of one name to a
 line counter on loopback that runs in another process (``_receiver.py``),
@@ -16,7 +16,9 @@ so the figures are *delivered* metrics, not calls.  Two numbers per case:
   the delivered/sent ratio counted by the receiver.
 
 Every client puts the same bytes on the wire per metric (see
-``FULL_METRIC``).  One extra case times ``Connector.timing`` to show the
+``FULL_METRIC``).  The ``sync-*`` cases run our synchronous
+``sprockets_statsd.client`` classes through exactly the loops of the
+matching ``pystatsd-*`` cases.  One extra case times ``Connector.timing`` to show the
 cost of the general formatting path next to the cached increment.
 
 The cases run one after another in ``--repeat`` rounds; the table shows the
@@ -49,6 +51,7 @@ from collections.abc import Callable
 from _receiver import Receiver  # type: ignore[import-not-found]  # bench/ is on sys.path
 
 import sprockets_statsd
+from sprockets_statsd.client import StatsClient, TCPStatsClient
 from sprockets_statsd.connector import Connector
 
 __all__ = ['CASES', 'Sample', 'main']
@@ -216,6 +219,50 @@ def pystatsd_pipeline(maxudpsize: int, tcp: bool = False) -> Callable[..., Sampl
     return run
 
 
+# -- our synchronous clients (the same loops as pystatsd's) ----------------------
+
+def sync_incr(receiver: Receiver, count: int, chunk: int, queue_size: int) -> Sample:
+    client = StatsClient(HOST, receiver.port)
+    receiver.arm(count)
+    incr = client.incr
+    start = time.monotonic()
+    for _ in range(count):
+        incr(FULL_METRIC)
+    done = time.monotonic()
+    client.close()
+    return _sample(receiver, count, done - start, start, done, _drops(client))
+
+
+def sync_pipeline(maxudpsize: int, tcp: bool = False) -> Callable[..., Sample]:
+    def run(receiver: Receiver, count: int, chunk: int, queue_size: int) -> Sample:
+        client: StatsClient | TCPStatsClient
+        if tcp:
+            client = TCPStatsClient(HOST, receiver.port)
+        else:
+            client = StatsClient(HOST, receiver.port, maxudpsize=maxudpsize)
+        receiver.arm(count)
+        clock = time.perf_counter
+        spent = 0.0
+        start = time.monotonic()
+        for first in range(0, count, chunk):
+            pipe = client.pipeline()
+            incr = pipe.incr
+            calls = range(min(chunk, count - first))
+            started = clock()
+            for _ in calls:
+                incr(FULL_METRIC)
+            spent += clock() - started
+            pipe.send()
+        done = time.monotonic()
+        client.close()
+        return _sample(receiver, count, spent, start, done, _drops(client))
+    return run
+
+
+def _drops(client: StatsClient | TCPStatsClient) -> str:
+    return f'dropped={client.dropped}' if client.dropped else ''
+
+
 # -- datadog DogStatsd -------------------------------------------------------
 
 def dogstatsd_buffered(receiver: Receiver, count: int, chunk: int,
@@ -261,6 +308,14 @@ CASES: dict[str, tuple[str, Callable[..., Sample], str]] = {
                                'pystatsd pipeline, maxudpsize 1432'),
     'pystatsd-tcp-pipeline': ('tcp', pystatsd_pipeline(0, tcp=True),
                               'pystatsd TCPStatsClient pipeline'),
+    'sync-incr': ('udp', sync_incr,
+                  'sprockets_statsd StatsClient.incr (1 datagram/metric)'),
+    'sync-pipeline-512': ('udp', sync_pipeline(512),
+                          'sprockets_statsd pipeline, maxudpsize 512 (default)'),
+    'sync-pipeline-1432': ('udp', sync_pipeline(1432),
+                           'sprockets_statsd pipeline, maxudpsize 1432'),
+    'sync-tcp-pipeline': ('tcp', sync_pipeline(0, tcp=True),
+                          'sprockets_statsd TCPStatsClient pipeline'),
     'dogstatsd-buffered': ('udp', dogstatsd_buffered,
                            'DogStatsd, disable_buffering=False'),
 }
@@ -290,8 +345,9 @@ def _machine() -> str:
             f'Python {platform.python_version()}')
 
 
-# The modules on the Connector's path; changes elsewhere do not matter here.
-_MEASURED = ('connector.py', 'processor.py', 'protocols.py', 'metrics.py', '_throttle.py')
+# The modules on the measured clients' paths; changes elsewhere do not matter here.
+_MEASURED = ('connector.py', 'processor.py', 'protocols.py', 'metrics.py', '_throttle.py',
+             'client.py')
 
 
 def _package() -> str:
@@ -312,9 +368,9 @@ def _package() -> str:
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return f'sprockets_statsd {sprockets_statsd.__version__} from {where} (not a git checkout)'
-    state = ' with uncommitted changes to the Connector' if changed else ''
+    state = ' with uncommitted changes to the measured modules' if changed else ''
     return (f'sprockets_statsd {sprockets_statsd.__version__} from {where} at {commit} '
-            f'(Connector modules last changed in {last}){state}')
+            f'(measured modules last changed in {last}){state}')
 
 
 def _calibrate() -> float:

@@ -84,7 +84,6 @@ class Recorder:
         tag_dialect: str | None,
         tags: Mapping[str, object] | None,
     ) -> None:
-        self._type_segments = type_segments
         self._tag_set = metrics.TagSet(tag_dialect, tags)
         self._formatter = metrics.Formatter(
             prefix, type_segments=type_segments, tags=self._tag_set
@@ -297,11 +296,13 @@ def _negative(value: object) -> bool:
 class RecordingConnector(Recorder, AbstractConnector):
     """Records metrics instead of sending them; stands in for :class:`~.Connector`.
 
+    :param host: accepted and ignored, like `port`
+    :param port: accepted and ignored
     :param prefix: prepended to every path, as by the connector
     :param tag_dialect: the connector's tag dialect
     :param tags: constant tags
-    :param options: any other :class:`~.Connector` keyword (host, port,
-        queue sizes...) is accepted and ignored, so that code building a
+    :param options: any other :class:`~.Connector` keyword (queue sizes,
+        ``ip_protocol``...) is accepted and ignored, so that code building a
         connector from settings can build this one instead
 
     Names carry the connector's type segment (``prefix.counters.path``).
@@ -310,8 +311,10 @@ class RecordingConnector(Recorder, AbstractConnector):
 
     def __init__(
         self,
-        prefix: str = '',
+        host: str = '',
+        port: int = 8125,
         *,
+        prefix: str = '',
         tag_dialect: str | None = None,
         tags: Mapping[str, object] | None = None,
         **options: object,

@@ -953,7 +953,7 @@ def test_from_env_ipv6_spellings(text: str, ipv6: bool) -> None:
 def test_public_names() -> None:
     """The module exports the pystatsd names and nothing private."""
     assert set(client_module.__all__) == {
-        'Pipeline', 'StatsClient', 'StatsClientBase', 'TCPStatsClient',
+        'MAX_UDP_PAYLOAD', 'Pipeline', 'StatsClient', 'StatsClientBase', 'TCPStatsClient',
         'UnixSocketStatsClient', 'from_env',
     }
     for name in ('StatsClient', 'TCPStatsClient', 'UnixSocketStatsClient'):

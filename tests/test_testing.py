@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import inspect
 import socket
 import typing
 
@@ -36,7 +37,7 @@ def test_public_names() -> None:
 
 def test_connector_records_every_method() -> None:
     """Each method records type, path, full name, value, rate, tags and the wire line."""
-    recorder = RecordingConnector('app', tag_dialect='dogstatsd', tags={'env': 'test'})
+    recorder = RecordingConnector(prefix='app', tag_dialect='dogstatsd', tags={'env': 'test'})
     assert isinstance(recorder, AbstractConnector)
     recorder.incr('hits', rate=0.5, tags={'code': 200})
     recorder.decr('hits', 2)
@@ -80,20 +81,31 @@ async def test_connector_lines_match_the_real_connector() -> None:
         c.inject_metric('e', '1', 'h')
 
     options: dict[str, typing.Any] = {'prefix': 'svc', 'tag_dialect': 'influxdb'}
-    connector = Connector('127.0.0.1', **options)
+    connector = Connector('127.0.0.1', 8125, **options)
     calls(connector)
     queued = []
     while not connector.processor.queue.empty():
         queued.append(connector.processor.queue.get_nowait().decode())
     await asyncio.wait_for(connector.stop(), TIMEOUT)
-    recorder = RecordingConnector(**options)
+    recorder = RecordingConnector('127.0.0.1', 8125, **options)
     calls(recorder)
     assert '\n'.join(queued).split('\n') == recorder.lines
 
 
+def test_connector_takes_the_connector_arguments() -> None:
+    """RecordingConnector accepts whatever Connector accepts, positionally too."""
+    real = inspect.signature(Connector).parameters
+    ours = inspect.signature(RecordingConnector).parameters
+    for name in ('host', 'port', 'prefix', 'tag_dialect', 'tags'):
+        assert ours[name].kind == real[name].kind, name
+    assert list(ours)[:2] == list(real)[:2] == ['host', 'port']
+    RecordingConnector('statsd', 8125, prefix='p', random_source=lambda: 0.5,
+                       max_queue_size=10)
+
+
 async def test_connector_timer_and_lifecycle() -> None:
     """start/stop flip running; timer() records seconds, also around coroutines."""
-    recorder = RecordingConnector(host='statsd', port=8125, ip_protocol=socket.IPPROTO_UDP)
+    recorder = RecordingConnector('statsd', 8125, ip_protocol=socket.IPPROTO_UDP)
     assert not recorder.running
     await recorder.start()
     assert recorder.running

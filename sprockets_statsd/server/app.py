@@ -12,6 +12,7 @@ import sys
 import time
 import typing
 
+from sprockets_statsd.errors import ConfigurationError
 from sprockets_statsd.server import listeners
 from sprockets_statsd.server.aggregator import Aggregator
 from sprockets_statsd.server.config import AggregatorConfig
@@ -52,6 +53,7 @@ class ServerConfig:
     :param sink_buffer_bytes: bytes of undelivered flushes kept per sink
     :param sink_buffer_flushes: undelivered flushes kept per sink
     :param reconnect_max_delay: ceiling of a sink's reconnect back-off
+    :raises ConfigurationError: when a value cannot be used
     """
 
     aggregator: AggregatorConfig = dataclasses.field(
@@ -67,6 +69,33 @@ class ServerConfig:
     sink_buffer_bytes: int = DEFAULT_BUFFER_BYTES
     sink_buffer_flushes: int = DEFAULT_BUFFER_FLUSHES
     reconnect_max_delay: float = DEFAULT_RECONNECT_MAX_DELAY
+
+    def __post_init__(self) -> None:
+        if not self.binds and self.unix_socket is None:
+            raise ConfigurationError(
+                'binds: give at least one (host, port), or a unix_socket'
+            )
+        for field, addresses, lowest in (('binds', self.binds, 0),
+                                         ('sinks', self.sinks, 1)):
+            for host, port in addresses:
+                if not isinstance(port, int) or not lowest <= port <= 65535:
+                    raise ConfigurationError(
+                        f'{field}: port {port!r} of {host!r} must be a whole '
+                        f'number from {lowest} to 65535'
+                    )
+        for field in ('udp_receive_buffer', 'max_line_length',
+                      'sink_buffer_bytes', 'sink_buffer_flushes'):
+            value = getattr(self, field)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigurationError(f'{field}={value!r}: use a whole number >= 1')
+        if not self.shutdown_timeout >= 0:
+            raise ConfigurationError(
+                f'shutdown_timeout={self.shutdown_timeout!r}: use seconds >= 0'
+            )
+        if not self.reconnect_max_delay > 0:
+            raise ConfigurationError(
+                f'reconnect_max_delay={self.reconnect_max_delay!r}: use seconds > 0'
+            )
 
 
 class Server:
@@ -163,9 +192,9 @@ class Server:
                     host, port, udp_receive_buffer=config.udp_receive_buffer
                 )
             except OSError as exc:
-                where = f'[{host}]' if ':' in host else host or '*'
+                where = listeners.format_address((host or '*', port))
                 raise OSError(
-                    exc.errno, f'cannot listen on {where}:{port}: {exc.strerror or exc}'
+                    exc.errno, f'cannot listen on {where}: {exc.strerror or exc}'
                 ) from exc
             self.udp_listeners.extend(
                 listeners.UDPListener(sock, self.aggregator) for sock in udp

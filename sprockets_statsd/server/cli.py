@@ -52,7 +52,7 @@ def parse_address(text: str, *, default_host: str = '') -> tuple[str, int]:
         raise argparse.ArgumentTypeError(
             f'{text!r}: write an IPv6 address in brackets, like [::1]:8125'
         )
-    if not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not (port.isascii() and port.isdigit()) or int(port) > 65535:
         raise argparse.ArgumentTypeError(
             f'{text!r}: expected [host]:port with a port from 0 to 65535'
         )
@@ -193,7 +193,7 @@ class _Option:
 
 def _options() -> list[_Option]:
     o = _Option
-    pct = _field
+    field = _field
     return [
         o(('-b', '--bind'), 'bind', 'STATSD_BIND',
           'listen for UDP and TCP on [host]:port; repeatable; the host '
@@ -214,7 +214,7 @@ def _options() -> list[_Option]:
           'repeatable (default 90)', _percent, 'N', repeat=','),
         o(('-x', '--prefix'), 'key_prefix', 'STATSD_KEY_PREFIX',
           'prefix every received key with PREFIX and a dot',
-          pct('key_prefix'), 'PREFIX'),
+          field('key_prefix'), 'PREFIX'),
         o(('--unix-socket',), 'unix_socket', 'STATSD_UNIX_SOCKET',
           'also listen on a Unix stream socket at PATH', str, 'PATH'),
         o(('--unix-socket-mode',), 'unix_socket_mode', 'STATSD_UNIX_SOCKET_MODE',
@@ -241,25 +241,25 @@ def _options() -> list[_Option]:
           "etsy statsd's legacy Graphite names (default on)", switch=True),
         o(('--global-prefix',), 'global_prefix', 'STATSD_GLOBAL_PREFIX',
           'first segment of every name, non-legacy only (default stats)',
-          pct('global_prefix'), 'PREFIX'),
+          field('global_prefix'), 'PREFIX'),
         o(('--prefix-counter',), 'prefix_counter', 'STATSD_PREFIX_COUNTER',
           'counter segment, non-legacy only (default counters)',
-          pct('prefix_counter'), 'PREFIX'),
+          field('prefix_counter'), 'PREFIX'),
         o(('--prefix-timer',), 'prefix_timer', 'STATSD_PREFIX_TIMER',
           'timer segment, non-legacy only (default timers)',
-          pct('prefix_timer'), 'PREFIX'),
+          field('prefix_timer'), 'PREFIX'),
         o(('--prefix-gauge',), 'prefix_gauge', 'STATSD_PREFIX_GAUGE',
           'gauge segment, non-legacy only (default gauges)',
-          pct('prefix_gauge'), 'PREFIX'),
+          field('prefix_gauge'), 'PREFIX'),
         o(('--prefix-set',), 'prefix_set', 'STATSD_PREFIX_SET',
           'set segment, non-legacy only (default sets)',
-          pct('prefix_set'), 'PREFIX'),
+          field('prefix_set'), 'PREFIX'),
         o(('--global-suffix',), 'global_suffix', 'STATSD_GLOBAL_SUFFIX',
           'last segment of every name (default none)',
-          pct('global_suffix'), 'SUFFIX'),
+          field('global_suffix'), 'SUFFIX'),
         o(('--prefix-stats',), 'prefix_stats', 'STATSD_PREFIX_STATS',
           "namespace of the server's own metrics (default statsd)",
-          pct('prefix_stats'), 'PREFIX'),
+          field('prefix_stats'), 'PREFIX'),
         o(('--flush-counts',), 'flush_counts', 'STATSD_FLUSH_COUNTS',
           'also send raw counter counts (default on)', switch=True),
         o(('--key-name-sanitize',), 'key_name_sanitize',
@@ -279,7 +279,7 @@ def _options() -> list[_Option]:
           'drop idle gauges (default: as --delete-idle-stats)', switch=True),
         o(('--gauges-max-ttl',), 'gauges_max_ttl', 'STATSD_GAUGES_MAX_TTL',
           'flushes an idle gauge survives before it is dropped (default 1)',
-          pct('gauges_max_ttl', int), 'N'),
+          field('gauges_max_ttl', int), 'N'),
         o(('--histogram',), 'histograms', 'STATSD_HISTOGRAM',
           'histogram for timers whose key contains METRIC, with the bins\' '
           'upper bounds (last may be inf); repeatable, first match wins; '

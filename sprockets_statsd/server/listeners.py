@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import os
@@ -379,13 +380,7 @@ def _resolve(host: str, port: int) -> list[tuple[socket.AddressFamily, typing.An
     """The addresses to bind for `host`: all interfaces when it is empty."""
     if not host:
         if socket.has_ipv6:
-            try:
-                probe = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-            except OSError:
-                pass
-            else:
-                probe.close()
-                return [(socket.AF_INET6, ('::', port))]
+            return [(socket.AF_INET6, ('::', port))]
         return [(socket.AF_INET, ('0.0.0.0', port))]
     found: list[tuple[socket.AddressFamily, typing.Any]] = []
     for family, _, _, _, address in socket.getaddrinfo(
@@ -415,7 +410,8 @@ def bind_sockets(
             return _bind_all(addresses, port, udp_receive_buffer)
         except OSError as exc:
             # IPv6 can exist in the socket module but be switched off in the
-            # kernel: fall back to IPv4 on every interface.
+            # kernel (no AF_INET6 sockets, or no :: address): fall back to
+            # IPv4 on every interface.
             if exc.errno not in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):
                 raise
             logger.info('IPv6 unavailable (%s), binding 0.0.0.0', exc)
@@ -453,11 +449,9 @@ def _bind_all(
 
 
 def _remove_stale_socket(path: str) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         if stat.S_ISSOCK(os.stat(path).st_mode):
             os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def bind_unix_socket(path: str, mode: int | None = None) -> socket.socket:

@@ -25,6 +25,7 @@ from sprockets_statsd.server import graphite
 from sprockets_statsd.server._jsnumber import js_round
 from sprockets_statsd.server.aggregator import Snapshot
 from sprockets_statsd.server.config import AggregatorConfig
+from sprockets_statsd.server.listeners import format_address
 
 __all__ = [
     'DEFAULT_BUFFER_BYTES',
@@ -129,12 +130,24 @@ class Sink(abc.ABC):
     def _pending(self) -> int:
         return len(self._snapshots)
 
-    async def _render(self, snapshot: Snapshot) -> bytes:
+    async def _render(self, snapshot: Snapshot) -> bytes | None:
+        """The flush's payload; ``None`` (and the flush dropped) on error."""
         # A copy: the thread must not see the stats change under it.
         stats = dataclasses.replace(self.stats)
-        return await asyncio.get_running_loop().run_in_executor(
-            self._executor, graphite.render, snapshot, self.config, stats
-        )
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._executor, graphite.render, snapshot, self.config, stats
+            )
+        except Exception:
+            self.dropped_flushes += 1
+            logger.exception('sink %s: cannot render a flush, dropped', self.name)
+            return None
+
+    def _sent(self, started: float, length: int) -> None:
+        """Record a successful send that began at `started` (perf_counter)."""
+        self.stats.last_flush = js_round(time.time())
+        self.stats.flush_time = (time.perf_counter() - started) * 1000
+        self.stats.flush_length = length
 
     async def _wait(self, timeout: float | None = None) -> None:
         """Wait for a new flush or close, at most `timeout` seconds."""
@@ -184,16 +197,14 @@ class StreamSink(Sink):
             payload = await self._render(self._snapshots[0])
             started = time.perf_counter()
             try:
-                await loop.run_in_executor(self._executor, self._write, payload)
+                if payload is not None:
+                    await loop.run_in_executor(self._executor, self._write, payload)
+                    self._sent(started, len(payload))
             except Exception as exc:
                 # A closed pipe will not heal: report and drop this flush.
                 self.stats.last_exception = js_round(time.time())
                 self.dropped_flushes += 1
                 logger.error('sink %s: cannot write: %s', self.name, exc)
-            else:
-                self.stats.last_flush = js_round(time.time())
-                self.stats.flush_time = (time.perf_counter() - started) * 1000
-                self.stats.flush_length = len(payload)
             self._snapshots.popleft()
 
 
@@ -299,9 +310,7 @@ class GraphiteSink(Sink):
 
     @property
     def name(self) -> str:
-        return f'[{self.host}]:{self.port}' if ':' in self.host else (
-            f'{self.host}:{self.port}'
-        )
+        return format_address((self.host, self.port))
 
     @property
     def buffered_flushes(self) -> int:
@@ -320,7 +329,7 @@ class GraphiteSink(Sink):
         try:
             await super().close(timeout)
         finally:
-            await self._disconnect()
+            self._disconnect()
 
     def _keep(self, payload: bytes) -> None:
         self._payloads.append(payload)
@@ -347,8 +356,10 @@ class GraphiteSink(Sink):
         while True:
             if self._snapshots:
                 # Render first, so that the buffer's bound is in real bytes.
-                self._keep(await self._render(self._snapshots[0]))
+                payload = await self._render(self._snapshots[0])
                 self._snapshots.popleft()
+                if payload is not None:
+                    self._keep(payload)
                 continue
             if not self._payloads:
                 if self._closing:
@@ -374,7 +385,7 @@ class GraphiteSink(Sink):
             'sink %s: %s failed (%s), %d flush(es) buffered, retrying in %.1f s',
             self.name,
             what,
-            exc or type(exc).__name__,
+            str(exc) or type(exc).__name__,
             self.buffered_flushes,
             self._delay,
         )
@@ -383,13 +394,13 @@ class GraphiteSink(Sink):
 
     async def _connect(self) -> None:
         loop = asyncio.get_running_loop()
-        await self._disconnect()
+        self._disconnect()
         try:
             _, connection = await asyncio.wait_for(
                 loop.create_connection(_Connection, self.host, self.port),
                 self._connect_timeout,
             )
-        except (OSError, asyncio.TimeoutError) as exc:
+        except Exception as exc:  # OSError, a timeout, a bad host name...
             self._failed('connecting', exc)
             return
         self._connection = connection
@@ -403,18 +414,16 @@ class GraphiteSink(Sink):
             await asyncio.wait_for(
                 self._connection.send(payload), self._send_timeout
             )
-        except (OSError, asyncio.TimeoutError) as exc:
-            await self._disconnect()
+        except Exception as exc:  # OSError or a timeout
+            self._disconnect()
             self._failed('sending', exc)
             return
-        self.stats.last_flush = js_round(time.time())
-        self.stats.flush_time = (time.perf_counter() - started) * 1000
-        self.stats.flush_length = len(payload)
+        self._sent(started, len(payload))
         self._buffered -= len(self._payloads.popleft())
         self._delay = self._reconnect_delay
         self._failing = False
 
-    async def _disconnect(self) -> None:
+    def _disconnect(self) -> None:
         connection, self._connection = self._connection, None
         if connection is not None and connection.transport is not None:
             connection.transport.close()

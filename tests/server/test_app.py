@@ -7,9 +7,11 @@ import io
 import os
 import socket
 import time
+import typing
 
 import pytest
 
+from sprockets_statsd.errors import ConfigurationError
 from sprockets_statsd.server.app import Server, ServerConfig
 from sprockets_statsd.server.config import AggregatorConfig
 from tests.server.helpers import (
@@ -167,3 +169,24 @@ async def test_bind_failure_names_the_address_and_leaves_nothing_open() -> None:
     # The first bind succeeded and was released again.
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as again:
         again.bind(first)
+
+
+@pytest.mark.parametrize(('settings', 'field'), [
+    ({'binds': ()}, 'binds'),
+    ({'binds': (('', 70000),)}, 'binds'),
+    ({'sinks': (('carbon', 0),)}, 'sinks'),
+    ({'udp_receive_buffer': 0}, 'udp_receive_buffer'),
+    ({'max_line_length': -1}, 'max_line_length'),
+    ({'sink_buffer_flushes': 0}, 'sink_buffer_flushes'),
+    ({'shutdown_timeout': -1.0}, 'shutdown_timeout'),
+    ({'reconnect_max_delay': 0.0}, 'reconnect_max_delay'),
+])
+def test_bad_server_settings_are_refused(settings: dict[str, typing.Any], field: str) -> None:
+    """ServerConfig refuses unusable values with a message naming the field."""
+    with pytest.raises(ConfigurationError, match=field):
+        ServerConfig(**settings)
+
+
+def test_unix_socket_alone_is_enough() -> None:
+    """A server may listen on a Unix socket only."""
+    assert ServerConfig(binds=(), unix_socket='/run/statsd.sock').binds == ()

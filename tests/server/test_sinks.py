@@ -7,6 +7,7 @@ import dataclasses
 import io
 import logging
 import socket
+import typing
 
 import pytest
 
@@ -200,3 +201,28 @@ async def test_graphite_sink_over_ipv6() -> None:
         sink.submit(snapshots(1)[0])
         await carbon.wait_for_flushes(1)
         await asyncio.wait_for(sink.close(DEFAULT_TIMEOUT), DEFAULT_TIMEOUT)
+
+
+async def test_a_flush_that_cannot_be_rendered_is_dropped_and_counted(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A rendering error drops that flush (counted, logged); the sink lives on."""
+    real_render = graphite.render
+    first, second = snapshots(2)
+
+    def render(snapshot: Snapshot, *args: typing.Any) -> bytes:
+        if snapshot is first:
+            raise RuntimeError('cannot render')
+        return real_render(snapshot, *args)
+
+    monkeypatch.setattr(graphite, 'render', render)
+    async with FakeCarbon() as carbon:
+        sink = sink_for(carbon)
+        sink.start()
+        sink.submit(first)
+        sink.submit(second)
+        await carbon.wait_for_flushes(1)
+        await asyncio.wait_for(sink.close(DEFAULT_TIMEOUT), DEFAULT_TIMEOUT)
+    assert carbon.timestamps() == [second.timestamp]
+    assert sink.dropped_flushes == 1
+    assert 'cannot render a flush' in caplog.text

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sprockets_statsd
 
 project = 'sprockets_statsd'
-copyright = '2026, sprockets_statsd maintainers'  # noqa: A001 - Sphinx's name
+copyright = '2026, sprockets_statsd maintainers'
 release = sprockets_statsd.__version__
 version = '.'.join(release.split('.')[:2])
 

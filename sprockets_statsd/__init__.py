@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+from sprockets_statsd.client import (
+    Pipeline,
+    StatsClient,
+    TCPStatsClient,
+    UnixSocketStatsClient,
+)
 from sprockets_statsd.connector import AbstractConnector, Connector, Timer
 from sprockets_statsd.errors import ConfigurationError, StatsdError
 from sprockets_statsd.processor import Processor
@@ -19,12 +25,16 @@ __all__ = [
     'AbstractConnector',
     'ConfigurationError',
     'Connector',
+    'Pipeline',
     'Processor',
+    'StatsClient',
     'StatsdError',
     'StatsdProtocol',
     'TCPProtocol',
+    'TCPStatsClient',
     'Timer',
     'UDPProtocol',
+    'UnixSocketStatsClient',
     'UnixStreamProtocol',
     '__version__',
     'version',

@@ -24,6 +24,9 @@ Tags = typing.Optional[Mapping[str, object]]  # noqa: UP045 - a runtime alias on
 
 logger = logging.getLogger(__name__)
 _INFINITY = float('inf')
+# incr()'s fast path tests `value is _ONE`: every int equal to 1 is this very
+# object in CPython and PyPy, while True (also == 1) is not and stays invalid.
+_ONE: object = 1
 
 
 class Timer:
@@ -318,7 +321,11 @@ class Connector(AbstractConnector):
 
     def _enqueue(self, line: str) -> None:
         self.enqueued += 1
-        if not self._offer(line.encode()):
+        try:
+            payload = line.encode()
+        except UnicodeEncodeError:  # a lone surrogate in a set member
+            payload = line.encode('utf-8', 'replace')
+        if not self._offer(payload):
             self._full()
 
     def _full(self) -> None:
@@ -383,7 +390,7 @@ class Connector(AbstractConnector):
         self, path: str, value: float = 1, *, rate: float = 1.0, tags: Tags = None
     ) -> None:
         """Increment the counter `path` by `value` (``counters.`` segment)."""
-        if value == 1 and rate == 1 and tags is None:
+        if value is _ONE and rate == 1 and tags is None:
             payload = self._increments.get(path) or self._increment_payload(path)
             self.enqueued += 1
             if not self._offer(payload):

@@ -69,6 +69,13 @@ _TAG_FORBIDDEN: Mapping[str, str] = {
     # are operators in tag queries.
     'graphite': _PROTOCOL_CHARACTERS + ';=~!^ ',
 }
+# A name must not contain the character that starts the tags of its dialect.
+_NAME_TABLES = {
+    None: _NAME_TABLE,
+    'dogstatsd': _NAME_TABLE,
+    'influxdb': str.maketrans(dict.fromkeys(_PROTOCOL_CHARACTERS + ',', '_')),
+    'graphite': str.maketrans(dict.fromkeys(_PROTOCOL_CHARACTERS + ';', '_')),
+}
 _TAG_TABLES = {
     dialect: str.maketrans(dict.fromkeys(chars, '_'))
     for dialect, chars in _TAG_FORBIDDEN.items()
@@ -87,14 +94,20 @@ class InvalidMetricError(ValueError):
     """
 
 
-def clean_name(name: str) -> str:
+def clean_name(name: str, dialect: str | None = None) -> str:
     """Return `name` with protocol characters replaced by ``_``.
 
     ``:``, ``|``, ``@``, ``#``, carriage return, newline and NUL would end
-    the name early or start a new line, so each becomes ``_``.  Everything
-    else, including non-ASCII text (sent as UTF-8), is left alone.
+    the name early or start a new line, so each becomes ``_``; so does the
+    character that starts the tags of `dialect` (``,`` for InfluxDB, ``;``
+    for Graphite).  Everything else, including non-ASCII text (sent as
+    UTF-8), is left alone, except lone surrogates, which cannot be encoded
+    and become ``?``.
     """
-    return name.translate(_NAME_TABLE)
+    cleaned = name.translate(_NAME_TABLES.get(dialect, _NAME_TABLE))
+    if not cleaned.isascii():
+        cleaned = cleaned.encode('utf-8', 'replace').decode('utf-8')
+    return cleaned
 
 
 def format_number(value: object) -> str:
@@ -128,9 +141,9 @@ def format_rate(rate: float) -> str:
 
     :raises InvalidMetricError: unless ``0 < rate <= 1``
     """
-    if rate == 1 and rate is not True:
+    if rate == 1:  # True counts as 1, as it does everywhere in Python
         return ''
-    if isinstance(rate, bool) or not 0 < rate < 1:
+    if not 0 < rate < 1:
         raise InvalidMetricError(f'sample rate {rate!r} is not in (0, 1]')
     return f'|@{rate!r}' if type(rate) is float else f'|@{float(rate)!r}'
 
@@ -219,9 +232,8 @@ class TagSet:
                 'tag_dialect="dogstatsd", "influxdb" or "graphite"'
             )
         extra = self._join(tags)
-        if self._constant and extra:
-            return f'{self.head_sep}{self._constant}{self.tail_sep}{extra}'
-        return self.head_sep + (self._constant or extra)
+        joined = self.tail_sep.join(part for part in (self._constant, extra) if part)
+        return self.head_sep + joined if joined else ''
 
 
 class Formatter:
@@ -250,16 +262,16 @@ class Formatter:
         tags: TagSet | None = None,
         cache_size: int = DEFAULT_CACHE_SIZE,
     ) -> None:
-        self._prefix = f'{clean_name(prefix)}.' if prefix else ''
-        self._segments = type_segments
         self.tags = tags if tags is not None else TagSet()
+        self._prefix = f'{clean_name(prefix, self.tags.dialect)}.' if prefix else ''
+        self._segments = type_segments
         self._cache_size = cache_size
         # DogStatsD puts tags after the type, so constant tags are a tail.
         self._plain_tail = (
             self.tags.render(None) if self.tags.dialect == 'dogstatsd' else ''
         )
         self._heads: dict[str, dict[str, str]] = {
-            code: {} for code in (COUNTER, GAUGE, TIMER, SET)
+            code: {} for code in ('', COUNTER, GAUGE, TIMER, SET)
         }
 
     @property
@@ -273,9 +285,10 @@ class Formatter:
 
     def name(self, code: str, path: str) -> str:
         """Return the full metric name for `path` of type `code`."""
+        path = clean_name(path, self.tags.dialect)
         if self._segments and code in TYPE_SEGMENTS:
-            return f'{self._prefix}{TYPE_SEGMENTS[code]}.{clean_name(path)}'
-        return f'{self._prefix}{clean_name(path)}'
+            return f'{self._prefix}{TYPE_SEGMENTS[code]}.{path}'
+        return f'{self._prefix}{path}'
 
     def _head(self, code: str, path: str, tags: Mapping[str, object] | None) -> str:
         """Return ``name[tags]:`` (or ``name:`` for DogStatsD, tags go last)."""
@@ -318,12 +331,13 @@ class Formatter:
     ) -> str:
         """Return one line with an already formatted `value`.
 
-        This is the general form behind :meth:`~.Connector.inject_metric`;
-        `code` is sent as given (after protocol characters are replaced).
+        This is the general form behind :meth:`~.Connector.inject_metric`:
+        no type segment is added, and `code` is sent as given (after protocol
+        characters are replaced).
         """
         code = clean_name(code)
         value = clean_name(value)
-        return f'{self._head(code, path, tags)}{value}|{code}{format_rate(rate)}{self._tail(tags)}'
+        return f'{self._head("", path, tags)}{value}|{code}{format_rate(rate)}{self._tail(tags)}'
 
     def counter(
         self,

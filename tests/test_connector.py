@@ -56,8 +56,9 @@ async def test_every_method_on_the_wire() -> None:
         c.set('users', 'alice')
         c.set('users', 42)
         c.inject_metric('raw.hist', '3', 'h')
+        c.inject_metric('raw.count', '2', 'c')
 
-    lines = await lines_for(calls, 14, prefix='app')
+    lines = await lines_for(calls, 15, prefix='app')
     assert lines == [
         b'app.counters.hits:1|c',
         b'app.counters.hits:5|c',
@@ -73,6 +74,7 @@ async def test_every_method_on_the_wire() -> None:
         b'app.sets.users:alice|s',
         b'app.sets.users:42|s',
         b'app.raw.hist:3|h',
+        b'app.raw.count:2|c',
     ]
 
 
@@ -153,13 +155,15 @@ async def test_invalid_metrics_are_dropped_and_counted(caplog: pytest.LogCapture
         c.set('rate', 1, rate=0)
         c.incr('rate', rate=2)
         c.inject_metric('r', '1', 'c', rate=-1)
+        c.incr('bool', True)  # a boolean is not a count
         c.incr('good')
+        c.incr('surrogate\ud800')
 
-    lines = await lines_for(calls, 1)
-    assert lines == [b'counters.good:1|c']
+    lines = await lines_for(calls, 2)
+    assert lines == [b'counters.good:1|c', b'counters.surrogate?:1|c']
     assert connector is not None
-    assert connector.dropped_invalid == 8
-    assert connector.enqueued == 1
+    assert connector.dropped_invalid == 9
+    assert connector.enqueued == 2
     assert len([r for r in caplog.records if 'dropping metric' in r.getMessage()]) == 1
 
 

@@ -60,15 +60,15 @@ def test_format_number_rejects_non_numbers(value: object) -> None:
         metrics.format_number(value)
 
 
-@pytest.mark.parametrize(('rate', 'suffix'), [(1, ''), (1.0, ''), (0.5, '|@0.5'),
+@pytest.mark.parametrize(('rate', 'suffix'), [(1, ''), (1.0, ''), (True, ''), (0.5, '|@0.5'),
                                                (0.125, '|@0.125'), (decimal.Decimal('0.25'),
                                                                     '|@0.25')])
 def test_format_rate(rate: float, suffix: str) -> None:
-    """A rate of 1 adds nothing; others add |@rate."""
+    """A rate of 1 (True counts as 1, as in Python) adds nothing; others add |@rate."""
     assert metrics.format_rate(rate) == suffix
 
 
-@pytest.mark.parametrize('rate', [0, -0.5, 1.5, 2, True, float('nan')])
+@pytest.mark.parametrize('rate', [0, -0.5, 1.5, 2, False, float('nan')])
 def test_format_rate_rejects_rates_outside_the_unit_interval(rate: float) -> None:
     """Only rates in (0, 1] can be sent."""
     with pytest.raises(metrics.InvalidMetricError):
@@ -142,10 +142,29 @@ class TestFormatter:
         assert metrics.Formatter().counter('café') == 'café:1|c'
 
     def test_line_is_the_general_form(self) -> None:
-        """line() sends any type code with a pre-formatted value."""
-        f = metrics.Formatter('p')
+        """line() sends any type code with a pre-formatted value, with no type segment."""
+        f = metrics.Formatter('p', type_segments=True)
         assert f.line('h', 'hist', '3.5') == 'p.hist:3.5|h'
         assert f.line('c', 'n', '1', 0.25) == 'p.n:1|c|@0.25'
+        assert f.counter('n') == 'p.counters.n:1|c'
+
+    def test_lone_surrogates_become_question_marks(self) -> None:
+        """Text that UTF-8 cannot encode is replaced instead of raising later."""
+        f = metrics.Formatter()
+        line = f.counter('bad\ud800name')
+        assert line == 'bad?name:1|c'
+        assert line.encode() == b'bad?name:1|c'
+        assert f.set('s', 'x\udfff') == 's:x?|s'
+
+    @pytest.mark.parametrize(('dialect', 'expected'), [
+        ('influxdb', 'p_q.a_b;c,k=v:1|c'),
+        ('graphite', 'p,q.a,b_c;k=v:1|c'),
+        ('dogstatsd', 'p,q.a,b;c:1|c|#k:v'),
+    ])
+    def test_tag_separators_in_names_are_replaced(self, dialect: str, expected: str) -> None:
+        """A name (or prefix) never contains the character that starts its dialect's tags."""
+        f = metrics.Formatter('p,q', tags=metrics.TagSet(dialect))
+        assert f.counter('a,b;c', tags={'k': 'v'}) == expected
 
     def test_head_cache_is_bounded(self) -> None:
         """Past cache_size names are formatted each time instead of cached."""
@@ -237,6 +256,12 @@ class TestTags:
         """A None value gives a DogStatsD key-only tag."""
         f = metrics.Formatter(tags=metrics.TagSet('dogstatsd'))
         assert f.counter('n', tags={'canary': None}) == 'n:1|c|#canary'
+
+    @pytest.mark.parametrize('dialect', ['dogstatsd', 'influxdb', 'graphite'])
+    def test_no_dangling_separator_when_every_tag_is_dropped(self, dialect: str) -> None:
+        """With no constant tags and only empty keys, no separator is written."""
+        f = metrics.Formatter(tags=metrics.TagSet(dialect))
+        assert f.counter('x', tags={'': 'lost'}) == 'x:1|c'
 
     def test_empty_per_call_key_is_skipped(self) -> None:
         """An empty per-call key is dropped but the metric is kept."""

@@ -297,14 +297,14 @@ class GraphiteSink(Sink):
         self.port = port
         self._buffer_bytes = buffer_bytes
         self._buffer_flushes = buffer_flushes
-        self._reconnect_delay = reconnect_delay
+        self._reconnect_delay = min(reconnect_delay, reconnect_max_delay)
         self._reconnect_max_delay = reconnect_max_delay
         self._connect_timeout = connect_timeout
         self._send_timeout = send_timeout
         self._payloads: collections.deque[bytes] = collections.deque()
         self._buffered = 0
         self._connection: _Connection | None = None
-        self._delay = reconnect_delay
+        self._delay = self._reconnect_delay
         self._next_attempt = 0.0
         self._failing = False
 

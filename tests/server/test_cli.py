@@ -218,6 +218,19 @@ def test_console_script_prints_the_version() -> None:
     assert result.stdout.startswith('sprockets-statsd-server 2.')
 
 
+def test_process_rejects_a_bad_option_with_status_2() -> None:
+    """The real process: a bad option gives one line on stderr, status 2."""
+    result = subprocess.run(
+        [sys.executable, '-m', 'sprockets_statsd.server', '-f', '0'],
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "sprockets-statsd-server: error: argument -f/--flush: '0': "
+        'expected a number > 0 (see --help)'
+    ]
+
+
 async def test_runs_alone_printing_flushes_to_stdout() -> None:
     """`python -m sprockets_statsd.server` alone prints Graphite lines and
     says on stderr where it listens; SIGINT stops it with status 0."""

@@ -29,6 +29,7 @@ __all__ = [
     'Point',
     'ServerProcess',
     'SteppingClock',
+    'free_ports',
     'running_server',
     'send_tcp',
     'send_udp',
@@ -158,6 +159,18 @@ async def running_server(
         yield server
     finally:
         await asyncio.wait_for(server.stop(), DEFAULT_TIMEOUT)
+
+
+def free_ports(count: int = 1) -> list[int]:
+    """Distinct loopback TCP ports with nothing listening (a moment ago)."""
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind(('127.0.0.1', 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 def _family(host: str) -> socket.AddressFamily:

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import os
 import pathlib
-import socket
 import sys
 import time
 import typing
@@ -14,7 +13,7 @@ import typing
 import pytest
 import whisper
 
-from tests.server.helpers import running_server, send_udp, wait_until
+from tests.server.helpers import free_ports, running_server, send_udp, wait_until
 
 CARBON_START_TIMEOUT = 30.0
 WRITE_TIMEOUT = 20.0
@@ -44,18 +43,6 @@ STORAGE_SCHEMAS = """\
 pattern = .*
 retentions = 1s:1h
 """
-
-
-def free_ports(count: int) -> list[int]:
-    """Loopback TCP ports that were free a moment ago."""
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for sock in socks:
-            sock.bind(('127.0.0.1', 0))
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
 
 
 class Carbon:

@@ -6,7 +6,6 @@ import asyncio
 import dataclasses
 import io
 import logging
-import socket
 import typing
 
 import pytest
@@ -15,7 +14,7 @@ from sprockets_statsd.server import graphite
 from sprockets_statsd.server.aggregator import Aggregator, Snapshot
 from sprockets_statsd.server.config import AggregatorConfig
 from sprockets_statsd.server.sinks import GraphiteSink, StreamSink
-from tests.server.helpers import DEFAULT_TIMEOUT, FakeCarbon, wait_until
+from tests.server.helpers import DEFAULT_TIMEOUT, FakeCarbon, free_ports, wait_until
 
 CONFIG = AggregatorConfig(flush_interval=1.0)
 
@@ -28,13 +27,6 @@ def snapshots(count: int, start: int = 1_700_000_000) -> list[Snapshot]:
         aggregator.receive(b'n:%d|c' % (i + 1))
         result.append(aggregator.flush(start + 10 * i))
     return result
-
-
-def free_port() -> int:
-    """A loopback port with nothing listening on it (at the time of asking)."""
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return int(sock.getsockname()[1])
 
 
 def sink_for(carbon: FakeCarbon, **kwargs: object) -> GraphiteSink:
@@ -126,7 +118,7 @@ async def test_graphite_sink_drops_the_oldest_beyond_its_flush_bound(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Beyond the bound on flushes the oldest are dropped, counted and logged."""
-    port = free_port()
+    port = free_ports()[0]
     sink = GraphiteSink('127.0.0.1', port, CONFIG, buffer_flushes=2,
                         reconnect_delay=0.01, reconnect_max_delay=0.05)
     sink.start()
@@ -146,7 +138,7 @@ async def test_graphite_sink_drops_the_oldest_beyond_its_flush_bound(
 
 async def test_graphite_sink_bounds_its_buffer_in_bytes() -> None:
     """The byte bound drops old flushes but always keeps the newest one."""
-    sink = GraphiteSink('127.0.0.1', free_port(), CONFIG, buffer_bytes=1,
+    sink = GraphiteSink('127.0.0.1', free_ports()[0], CONFIG, buffer_bytes=1,
                         reconnect_delay=0.01, reconnect_max_delay=0.05)
     sink.start()
     for snapshot in snapshots(3):
@@ -162,7 +154,7 @@ async def test_close_gives_up_after_the_timeout_and_counts_the_loss(
     """close() with carbon down returns after its timeout; what is left is
     counted as dropped and logged."""
     caplog.set_level(logging.WARNING)
-    sink = GraphiteSink('127.0.0.1', free_port(), CONFIG,
+    sink = GraphiteSink('127.0.0.1', free_ports()[0], CONFIG,
                         reconnect_delay=0.01, reconnect_max_delay=0.05)
     sink.start()
     for snapshot in snapshots(2):

@@ -161,7 +161,14 @@ class AbstractConnector:
     def decr(
         self, path: str, value: float = 1, *, rate: float = 1.0, tags: Tags = None
     ) -> None:
-        """Decrement the counter `path` by `value`."""
+        """Decrement the counter `path` by `value`: ``incr(path, -value)``."""
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            self._invalid(path, metrics.InvalidMetricError(f'{value!r} is not a number'))
+            return
+        self.incr(path, -value, rate=rate, tags=tags)
+
+    def _invalid(self, path: str, error: Exception) -> None:
+        """Account for a metric that cannot be sent; here, nothing."""
 
     def gauge(
         self,
@@ -404,15 +411,6 @@ class Connector(AbstractConnector):
             self._invalid(path, error)
         else:
             self._enqueue(line)
-
-    def decr(
-        self, path: str, value: float = 1, *, rate: float = 1.0, tags: Tags = None
-    ) -> None:
-        """Decrement the counter `path` by `value`: ``incr(path, -value)``."""
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            self._invalid(path, metrics.InvalidMetricError(f'{value!r} is not a number'))
-            return
-        self.incr(path, -value, rate=rate, tags=tags)
 
     def gauge(
         self,

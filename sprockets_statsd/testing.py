@@ -359,13 +359,6 @@ class RecordingConnector(Recorder, AbstractConnector):
             lambda: self._formatter.counter(path, value, rate, tags),
         )
 
-    def decr(self, path: str, value: float = 1, *, rate: float = 1.0, tags: _Tags = None) -> None:
-        """Record a counter decrement (as the negated value)."""
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            self._invalid(path, metrics.InvalidMetricError(f'{value!r} is not a number'))
-            return
-        self.incr(path, -value, rate=rate, tags=tags)
-
     def gauge(
         self,
         path: str,

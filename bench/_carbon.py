@@ -25,6 +25,7 @@ __all__ = ['CarbonReceiver', 'Flush', 'wait_for']
 
 _INTERNAL = (b'stats.statsd.', b'statsd.', b'stats_counts.statsd.')
 _BAD_LINES = b'stats_counts.statsd.bad_lines_seen '
+_SEND_STATS = b'.graphiteStats.'
 
 
 @dataclasses.dataclass
@@ -54,6 +55,8 @@ class CarbonReceiver:
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._listener, selectors.EVENT_READ, None)
         self._tails: dict[socket.socket, bytes] = {}
+        # The timestamp of the flush each connection is delivering.
+        self._current: dict[socket.socket, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name='carbon', daemon=True)
         self._total = 0.0
@@ -132,25 +135,29 @@ class CarbonReceiver:
         if not data:
             self._selector.unregister(sock)
             tail = self._tails.pop(sock)
-            sock.close()
             if tail:
-                self._take([tail], len(tail))
+                self._take(sock, [tail], len(tail))
+            self._current.pop(sock, None)
+            sock.close()
             return
         buffer = self._tails[sock] + data
         end = buffer.rfind(b'\n') + 1
         self._tails[sock] = buffer[end:]
         if end:
-            self._take(buffer[: end - 1].split(b'\n'), end)
+            self._take(sock, buffer[: end - 1].split(b'\n'), end)
 
-    def _take(self, lines: list[bytes], size: int) -> None:
+    def _take(self, sock: socket.socket, lines: list[bytes], size: int) -> None:
         now = time.monotonic()
         prefix = self._prefix
         total = sum(float(line.split(b' ', 2)[1]) for line in lines if line.startswith(prefix))
         internal = [line for line in lines if line.startswith(_INTERNAL)]
         bad = sum(float(line.split(b' ', 2)[1]) for line in internal
                   if line.startswith(_BAD_LINES))
-        first_ts = _timestamp(lines[0])
-        last_ts = _timestamp(lines[-1])
+        # etsy statsd stamps its graphiteStats lines with the time it
+        # connected, not the flush's: they belong to the connection's flush.
+        metrics = [line for line in lines if _SEND_STATS not in line] or lines
+        first_ts = _timestamp(metrics[0])
+        last_ts = _timestamp(metrics[-1])
         with self._lock:
             self._total += total
             self._bad_lines += bad
@@ -158,11 +165,12 @@ class CarbonReceiver:
                 self._note(first_ts, now, len(lines), size)
             else:
                 # A chunk that straddles two flushes: attribute line by line.
-                for line in lines:
+                for line in metrics:
                     self._note(_timestamp(line), now, 1, len(line) + 1)
+            current = self._current[sock] = last_ts
             for line in internal:
                 name, value, ts = line.split(b' ', 2)
-                flush = self._flushes.get(int(ts))
+                flush = self._flushes.get(current if _SEND_STATS in name else int(ts))
                 if flush is not None:
                     flush.internal[name.decode()] = float(value)
 

@@ -171,12 +171,13 @@ class Sender:
         :param duration: seconds the step should last
         :param burst: datagrams per system call
         :returns: ``sent``, ``target``, ``elapsed`` (first to last send),
-            ``rate`` (achieved), ``failed`` (calls that sent nothing) and
-            ``method``
+            ``rate`` (achieved), ``failed`` (calls that sent nothing),
+            ``method`` and ``cpu`` (seconds of CPU the sender used)
         """
         ring = len(self._payloads)
         total = int(rate * duration) if rate else sys.maxsize
         clock = time.perf_counter
+        cpu = time.process_time()
         start = clock()
         give_up = start + duration * 1.5 + 1.0
         stop_unpaced = start + duration
@@ -209,6 +210,7 @@ class Sender:
             'rate': sent / elapsed,
             'failed': failed,
             'method': self.method,
+            'cpu': time.process_time() - cpu,
         }
 
 

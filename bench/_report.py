@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typing
 
-__all__ = ['LOSS_LIMIT', 'best', 'report']
+__all__ = ['LOSS_LIMIT', 'best', 'capacity', 'report']
 
 #: A step passes with a loss below this share of the lines sent.
 LOSS_LIMIT = 0.01
@@ -19,41 +19,55 @@ def best(rows: list[Row], kind: str, lines: int) -> int | None:
     return max(good) if good else None
 
 
-def _steps(rows: list[Row], kinds: list[str]) -> list[str]:
-    out = ['| lines/datagram | target lines/s | ' + ' | '.join(
-        f'{k}: loss (load avg)' for k in kinds) + ' | generator lines/s (' + ' / '.join(kinds)
-        + ') |', '|---:|---:|' + '---:|' * len(kinds) + '---:|']
-    for lines in sorted({r['lines'] for r in rows}):
-        for rate in sorted({r['rate'] for r in rows if r['lines'] == lines}):
-            cells = []
-            generated = []
-            for kind in kinds:
-                row = next((r for r in rows if r['daemon'] == kind and r['lines'] == lines
-                            and r['rate'] == rate), None)
-                if row is None:
-                    cells.append('-')
-                    continue
-                mark = '' if row['loss'] < LOSS_LIMIT else ' ✗'
-                bad = f", {row['bad_lines']:,.0f} bad lines" if row['bad_lines'] else ''
-                cells.append(f"{row['loss']:.2%}{mark}{bad} ({row['loadavg'].split()[0]})")
-                generated.append(f"{row['generator_rate']:,.0f}"
-                                 + ('' if row['valid'] else ' short'))
-            out.append(f'| {lines} | {rate:,} | ' + ' | '.join(cells)
-                       + f" | {' / '.join(generated)} |")
+def _steps(rows: list[Row]) -> list[str]:
+    out = ['| lines/datagram | target lines/s | daemon | loss | kernel drops (lines) '
+           '| daemon CPU busy | daemon CPU µs/line | others + steal, cores | attempts '
+           '| load avg | generator lines/s |',
+           '|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|']
+    for row in sorted(rows, key=lambda r: (r['lines'], r['rate'])):
+        mark = '' if row['loss'] < LOSS_LIMIT else ' ✗'
+        bad = f", {row['bad_lines']:,.0f} bad lines" if row['bad_lines'] else ''
+        short = '' if row['valid'] else ' (short)'
+        out.append(
+            f"| {row['lines']} | {row['rate']:,} | {row['daemon']} | {row['loss']:.2%}{mark}{bad} "
+            f"| {row['kernel_drops']:,} | {row['daemon_busy']:.0%} "
+            f"| {row['cpu_us_per_line']:.2f} "
+            f"| {row['foreign_cores']:.2f} + {row.get('steal_cores', 0):.2f} "
+            f"| {row.get('attempts', 1)} "
+            f"| {row['loadavg'].split()[0]} | {row['generator_rate']:,.0f}{short} |")
     return out
+
+
+def capacity(rows: list[Row], kind: str, lines: int) -> float | None:
+    """Lines/s one whole core would take: 1 / CPU per line at the best step.
+
+    The highest lossless step amortises the idle costs (flushes, wake-ups)
+    best, so its CPU per line is the closest to the marginal cost.
+    """
+    top = best(rows, kind, lines)
+    costs = [r['cpu_us_per_line'] for r in rows if r['daemon'] == kind
+             and r['lines'] == lines and r['rate'] == top]
+    return 1e6 / costs[0] if costs else None
 
 
 def _summary(rows: list[Row], kinds: list[str]) -> list[str]:
     pair = 'ours' in kinds and 'etsy' in kinds
     out = ['| lines/datagram | ' + ' | '.join(f'{k}: highest rate < 1% loss' for k in kinds)
+           + (' | ours/etsy |' if pair else ' |')
+           + ' | '.join(f' {k}: lines/s per core (CPU)' for k in kinds)
            + (' | ours/etsy |' if pair else ' |'),
-           '|---:|' + '---:|' * (len(kinds) + pair)]
+           '|---:|' + '---:|' * (2 * (len(kinds) + pair))]
     for lines in sorted({r['lines'] for r in rows}):
         found = {k: best(rows, k, lines) for k in kinds}
         cells = [f'{found[k]:,}' if found[k] else 'none' for k in kinds]
         if pair:
             ours, etsy = found['ours'], found['etsy']
             cells.append(f'{ours / etsy:.2f}x' if ours and etsy else '-')
+        cores = {k: capacity(rows, k, lines) for k in kinds}
+        cells += [f'{cores[k]:,.0f}' if cores[k] else '-' for k in kinds]
+        if pair:
+            ours_c, etsy_c = cores['ours'], cores['etsy']
+            cells.append(f'{ours_c / etsy_c:.2f}x' if ours_c and etsy_c else '-')
         out.append(f'| {lines} | ' + ' | '.join(cells) + ' |')
     return out
 
@@ -72,13 +86,16 @@ _UNIQUE_ROWS = [
     ('peak RSS (VmHWM), MiB', 'rss_peak_kib', 'MiB'),
     ('loss at 100k lines/s (1 line/datagram) across a flush', 'load_loss', '.2%'),
     ('kernel drops in that step (datagrams)', 'load_kernel_drops', ','),
+    ('daemon CPU busy in that step', 'load_daemon_busy', '.0%'),
+    ('other processes in that step, cores', 'load_foreign_cores', '.2f'),
+    ('hypervisor steal in that step, cores', 'load_steal_cores', '.2f'),
     ('generator lines/s in that step', 'load_generator_rate', ',.0f'),
     ('load average in that step', 'loadavg', ''),
 ]
 
 
 def _unique(unique: list[Row]) -> list[str]:
-    out = ['| 100k names, flush every 5 s | ' + ' | '.join(u['daemon'] for u in unique) + ' |',
+    out = ['| 100k names, flush every 5 s | ' + ' | '.join(u['label'] for u in unique) + ' |',
            '|---|' + '---:|' * len(unique)]
     for label, key, fmt in _UNIQUE_ROWS:
         values = []
@@ -108,7 +125,7 @@ def report(info: dict[str, str], command: str, rows: list[Row], unique: list[Row
                for lines, rate in calibration.items()) + '.', '']
     kinds = list(dict.fromkeys(r['daemon'] for r in rows))
     if rows:
-        out += [*_steps(rows, kinds), '', *_summary(rows, kinds)]
+        out += [*_steps(rows), '', *_summary(rows, kinds)]
     if unique:
         out += ['', *_unique(unique)]
     return '\n'.join(out)

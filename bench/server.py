@@ -65,7 +65,14 @@ QUICK_SERIES = {1: [20_000, 50_000], 20: [100_000]}
 UNIQUE_NAMES = 100_000
 UNIQUE_FLUSH = 5.0
 UNIQUE_LOAD = 100_000  # lines/s, 1 line per datagram, during a 100k-name flush
+UNIQUE_LOAD_SECONDS = 5.0
+UNIQUE_LEAD = 2.0  # seconds of load before the flush starts
 ETSY_VERSION = 'statsd@0.9.0'
+#: A step during which other processes took more cores than this is repeated.
+FOREIGN_LIMIT = 0.25
+ATTEMPTS = 3
+RETRY_PAUSE = 2.0
+_TICK = os.sysconf('SC_CLK_TCK')
 
 
 def _sysctl(name: str) -> str:
@@ -232,6 +239,17 @@ class Daemon:
                     found[name] = int(value.split()[0])
         return found
 
+    def cpu_seconds(self) -> float:
+        """User and system CPU the daemon (all its threads) used so far."""
+        if self.process is None:
+            return 0.0
+        try:
+            stat = pathlib.Path(f'/proc/{self.process.pid}/stat').read_text()
+        except OSError:
+            return 0.0
+        fields = stat.rsplit(')', 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _TICK
+
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after 10 s; always leaves no process behind."""
         process, self.process = self.process, None
@@ -260,16 +278,16 @@ def generate(port: int, rate_dps: float, duration: float, lines: int, cpu: int |
     return result
 
 
-def step(daemon: Daemon, lines: int, rate: int, duration: float,
-         cpu: int | None) -> dict[str, typing.Any]:
-    """Send `rate` lines/s for `duration` s and measure what was flushed."""
+def _machine_cpu() -> tuple[float, float]:
+    """CPU seconds all tasks spent in user and system mode since boot, and
+    the seconds the hypervisor gave our virtual CPUs to someone else (steal)."""
+    fields = pathlib.Path('/proc/stat').read_text().split('\n', 1)[0].split()
+    return sum(int(v) for v in fields[1:4]) / _TICK, int(fields[8]) / _TICK
+
+
+def _settle(daemon: Daemon, before: float, sent_lines: int) -> None:
+    """Wait until the daemon flushed all it will ever flush of a step."""
     carbon = daemon.carbon
-    before = carbon.total
-    bad_before = carbon.bad_lines
-    drops_before = (daemon.udp_stats() or (0, 0))[1]
-    load = _loadavg()
-    sent = generate(daemon.port, rate / lines, duration, lines, cpu)
-    sent_lines = sent['sent'] * lines
     flush = daemon.flush_interval
     # Lossless steps end as soon as everything is flushed; otherwise wait
     # until the kernel queue is empty and two more flushes have arrived.
@@ -277,6 +295,36 @@ def step(daemon: Daemon, lines: int, rate: int, duration: float,
         _carbon.wait_for(lambda: (daemon.udp_stats() or (0, 0))[0] == 0, 30)
         seen = carbon.flush_count()
         _carbon.wait_for(lambda: carbon.flush_count() >= seen + 2, 3 * flush + 5)
+
+
+def step(daemon: Daemon, peers: list[Daemon], lines: int, rate: int, duration: float,
+         cpu: int | None) -> dict[str, typing.Any]:
+    """Send `rate` lines/s for `duration` s and measure what was flushed.
+
+    Besides the loss, a step records the CPU the daemon used per line
+    received and how many cores *other* processes took while the load ran
+    (the machine's user+system time minus that of the daemons, the
+    generator and this process), so that a step spoiled by a neighbour
+    can be told apart and repeated.
+    """
+    carbon = daemon.carbon
+    before = carbon.total
+    bad_before = carbon.bad_lines
+    drops_before = (daemon.udp_stats() or (0, 0))[1]
+    load = _loadavg()
+    ours_before = sum(p.cpu_seconds() for p in peers) + time.process_time()
+    machine_before = _machine_cpu()
+    daemon_before = daemon.cpu_seconds()
+    started = time.monotonic()
+    sent = generate(daemon.port, rate / lines, duration, lines, cpu)
+    wall = time.monotonic() - started
+    daemon_sending = daemon.cpu_seconds() - daemon_before
+    ours = sum(p.cpu_seconds() for p in peers) + time.process_time() - ours_before + sent['cpu']
+    machine_after = _machine_cpu()
+    foreign = max(0.0, machine_after[0] - machine_before[0] - ours) / wall
+    steal = (machine_after[1] - machine_before[1]) / wall
+    sent_lines = sent['sent'] * lines
+    _settle(daemon, before, sent_lines)
     received = carbon.total - before
     valid = (sent['sent'] == sent['target']
              and sent['rate'] >= GENERATOR_SHARE * rate / lines)
@@ -286,13 +334,27 @@ def step(daemon: Daemon, lines: int, rate: int, duration: float,
         'loss': 1 - received / sent_lines if sent_lines else 1.0,
         'kernel_drops': ((daemon.udp_stats() or (0, 0))[1] - drops_before) * lines,
         'bad_lines': carbon.bad_lines - bad_before,
+        'daemon_busy': daemon_sending / wall,
+        'cpu_us_per_line': (daemon.cpu_seconds() - daemon_before) / max(received, 1) * 1e6,
+        'foreign_cores': foreign,
+        'steal_cores': steal,
         'loadavg': load,
     }
 
 
 def series(daemons: list[Daemon], lines: int, rates: list[int], duration: float,
            cpu: int | None) -> list[dict[str, typing.Any]]:
-    """Step every daemon through `rates`, alternating, with the stop rules."""
+    """Step every daemon through `rates`, alternating, with the stop rules.
+
+    A step that failed (loss of 1% or more), during which the generator
+    fell short, or during which other processes took more than
+    :data:`FOREIGN_LIMIT` cores is repeated, up to :data:`ATTEMPTS` times in
+    all; the best valid attempt counts.  On a shared virtual machine a
+    single stall of the daemon's CPU (a neighbour, the hypervisor's steal)
+    longer than its receive buffer lasts fails a step, so best-of-N is the
+    daemon's capacity and the attempts column shows how often it took a
+    second try; both daemons get the same treatment.
+    """
     results = []
     failures = dict.fromkeys((d.kind for d in daemons), 0)
     for rate in rates:
@@ -301,13 +363,18 @@ def series(daemons: list[Daemon], lines: int, rates: list[int], duration: float,
             break
         short = False
         for daemon in active:
-            row = step(daemon, lines, rate, duration, cpu)
-            if not row['valid']:
-                # The shared machine may have stalled the generator: once more.
-                print(_step_line(row) + ': again', file=sys.stderr, flush=True)
-                row = step(daemon, lines, rate, duration, cpu)
+            attempts = []
+            for _ in range(ATTEMPTS):
+                row = step(daemon, daemons, lines, rate, duration, cpu)
+                print(_step_line(row), file=sys.stderr, flush=True)
+                attempts.append(row)
+                if (row['valid'] and row['foreign_cores'] <= FOREIGN_LIMIT
+                        and row['loss'] < LOSS_LIMIT):
+                    break
+                time.sleep(RETRY_PAUSE)
+            row = min(attempts, key=lambda r: (not r['valid'], r['loss'], r['foreign_cores']))
+            row['attempts'] = len(attempts)
             results.append(row)
-            print(_step_line(row), file=sys.stderr, flush=True)
             if not row['valid']:
                 short = True
             failures[daemon.kind] = failures[daemon.kind] + 1 if row['loss'] >= LOSS_LIMIT else 0
@@ -319,7 +386,13 @@ def series(daemons: list[Daemon], lines: int, rates: list[int], duration: float,
 
 def unique_names(daemon: Daemon, names: int, cpu: int | None,
                  load_rate: int) -> dict[str, typing.Any]:
-    """Flush time, RSS and loss under load with `names` distinct names."""
+    """Flush time, RSS and loss under load with `names` distinct names.
+
+    The names go out at once (20 per datagram, 100k lines/s); the first
+    flush holding them gives the flush figures, and a steady load of
+    `load_rate` lines/s (1 per datagram) runs from two seconds before the
+    next flush to three seconds after it.
+    """
     carbon = daemon.carbon
     flush = daemon.flush_interval
     out: dict[str, typing.Any] = {'daemon': daemon.kind, 'names': names,
@@ -330,11 +403,11 @@ def unique_names(daemon: Daemon, names: int, cpu: int | None,
     def big() -> list[_carbon.Flush]:
         return [f for f in carbon.flushes() if f.internal.get('statsd.numStats', 0) >= names]
 
-    # The last line of a flush (ours: the internal block) can lag its
-    # numStats line, so a flush counts as complete once the next one starts.
     if not _carbon.wait_for(lambda: len(big()) >= 1, 3 * flush + 30):
         out['error'] = f'no flush with {names} names arrived'
         return out
+    # Complete once nothing more arrived for a moment.
+    _carbon.wait_for(lambda: (carbon.flushes()[-1].last < time.monotonic() - 0.5), 2 * flush)
     first = big()[0]
     out['flush_lines'] = first.lines
     out['flush_bytes'] = first.bytes
@@ -342,31 +415,44 @@ def unique_names(daemon: Daemon, names: int, cpu: int | None,
     out['num_stats'] = first.internal.get('statsd.numStats')
     out['calculationtime_ms'] = first.internal.get('stats.statsd.graphiteStats.calculationtime')
     out['processing_time_ms'] = first.internal.get('stats.statsd.processing_time')
-    _carbon.wait_for(lambda: (carbon.flushes()[-1].last < time.monotonic() - 0.3), flush)
     out['rss_after_flush_kib'] = daemon.memory().get('VmRSS')
-    # Steady load across the next flush (the first big one is over).
+    # The flush's timestamp is its start, rounded to the second: the next
+    # one starts about one interval later.
+    next_flush = first.timestamp + flush - time.time() + time.monotonic()
+    delay = next_flush - UNIQUE_LEAD - time.monotonic()
+    if delay < 0:
+        delay += flush
+    time.sleep(delay)
     before = carbon.total
     drops_before = (daemon.udp_stats() or (0, 0))[1]
     out['loadavg'] = _loadavg()
+    machine_before = _machine_cpu()
+    daemon_before = daemon.cpu_seconds()
+    ours_before = time.process_time()
     flushes_before = carbon.flush_count()
-    sent = generate(daemon.port, load_rate, flush + 0.5, 1, cpu)
+    started = time.monotonic()
+    sent = generate(daemon.port, load_rate, UNIQUE_LOAD_SECONDS, 1, cpu)
+    wall = time.monotonic() - started
+    daemon_cpu = daemon.cpu_seconds() - daemon_before
+    ours = daemon_cpu + time.process_time() - ours_before + sent['cpu']
+    machine_after = _machine_cpu()
+    out['load_foreign_cores'] = max(0.0, machine_after[0] - machine_before[0] - ours) / wall
+    out['load_steal_cores'] = (machine_after[1] - machine_before[1]) / wall
+    out['load_daemon_busy'] = daemon_cpu / wall
     out['load_flushes'] = carbon.flush_count() - flushes_before
-    if not _carbon.wait_for(lambda: carbon.total - before >= sent['sent'], 2 * flush + 1):
-        _carbon.wait_for(lambda: (daemon.udp_stats() or (0, 0))[0] == 0, 30)
-        seen = carbon.flush_count()
-        _carbon.wait_for(lambda: carbon.flush_count() >= seen + 2, 3 * flush + 5)
+    _settle(daemon, before, sent['sent'])
     received = carbon.total - before
     out['load_rate'] = load_rate
     out['load_generator_rate'] = sent['rate']
-    out['load_valid'] = sent['sent'] == sent['target'] and sent['rate'] >= GENERATOR_SHARE * load_rate
+    out['load_valid'] = (sent['sent'] == sent['target']
+                         and sent['rate'] >= GENERATOR_SHARE * load_rate)
     out['load_loss'] = 1 - received / sent['sent']
     out['load_kernel_drops'] = (daemon.udp_stats() or (0, 0))[1] - drops_before
     flushes = big()
-    second = flushes[1] if len(flushes) > 1 else None
-    if second is not None:
+    if len(flushes) > 1:
         # graphiteStats describe the previous send: the first big flush.
-        out['flush_time_ms'] = second.internal.get('stats.statsd.graphiteStats.flush_time')
-        out['flush_arrival_under_load_s'] = second.last - second.first
+        out['flush_time_ms'] = flushes[1].internal.get('stats.statsd.graphiteStats.flush_time')
+        out['flush_arrival_under_load_s'] = flushes[1].last - flushes[1].first
     out['rss_peak_kib'] = daemon.memory().get('VmHWM')
     return out
 
@@ -375,7 +461,9 @@ def _step_line(row: dict[str, typing.Any]) -> str:
     return (f"{row['daemon']:5} {row['lines']:2} l/dg {row['rate']:>9,} l/s: generator "
             f"{row['generator_rate']:>9,.0f}{'' if row['valid'] else ' (short)'}, "
             f"loss {row['loss']:7.2%}, kernel drops {row['kernel_drops']:,}, "
-            f"bad lines {row['bad_lines']:,.0f}, load {row['loadavg']}")
+            f"bad lines {row['bad_lines']:,.0f}, busy {row['daemon_busy']:.0%}, "
+            f"{row['cpu_us_per_line']:.2f} µs/line, others {row['foreign_cores']:.2f} cores, "
+            f"load {row['loadavg']}")
 
 
 def calibrate(duration: float, cpu: int | None) -> dict[int, float]:
@@ -412,6 +500,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--ours-ref', metavar='REF',
                         help='run our server as committed at this git ref (default: the '
                         'working tree)')
+    parser.add_argument('--ours-buffer', type=int, default=8 * 1024 * 1024,
+                        help='also run the 100k-name phase for our server with this SO_RCVBUF '
+                        '(default 8 MiB, the server\'s default; above rmem_max it needs root); '
+                        '0 to skip')
     parser.add_argument('--shapes', default='1,20', help='lines per datagram to test')
     parser.add_argument('--skip-unique', action='store_true', help='skip the 100k-name phase')
     parser.add_argument('--no-pin', action='store_true', help='do not pin processes to CPUs')
@@ -427,7 +519,7 @@ def main(argv: list[str] | None = None) -> int:
     rates = QUICK_SERIES if args.quick else SERIES
     names = 10_000 if args.quick else UNIQUE_NAMES
     load_rate = UNIQUE_LOAD // 10 if args.quick else UNIQUE_LOAD
-    shapes = [int(s) for s in args.shapes.split(',')]
+    shapes = [int(s) for s in args.shapes.split(',') if s.strip()]
     buffer = args.receive_buffer or int(_sysctl('net.core.rmem_max') or 4 << 20)
     workdir = pathlib.Path(tempfile.mkdtemp(prefix='statsd-bench-'))
     source = _export(args.ours_ref, workdir) if args.ours_ref else None
@@ -440,11 +532,12 @@ def main(argv: list[str] | None = None) -> int:
     started: list[Daemon] = []
     receivers: list[_carbon.CarbonReceiver] = []
 
-    def daemon(kind: str, flush: float) -> Daemon:
+    def daemon(kind: str, flush: float, size: int | None = None) -> Daemon:
         carbon = _carbon.CarbonReceiver()
         carbon.start()
         receivers.append(carbon)
-        size = 0 if (kind == 'etsy' and args.stock_etsy_buffer) else buffer
+        if size is None:
+            size = 0 if (kind == 'etsy' and args.stock_etsy_buffer) else buffer
         made = Daemon(kind, carbon, flush, size, workdir, etsy, daemon_cpu, source)
         started.append(made)
         made.start()
@@ -458,9 +551,14 @@ def main(argv: list[str] | None = None) -> int:
             for d in pair:
                 d.stop()
         if not args.skip_unique:
-            for kind in kinds:
-                d = daemon(kind, UNIQUE_FLUSH)
+            # Ours once more with its own default buffer, when that differs.
+            runs = [(kind, buffer) for kind in kinds]
+            if args.ours_buffer and args.ours_buffer != buffer:
+                runs.append(('ours', args.ours_buffer))
+            for kind, size in runs:
+                d = daemon(kind, UNIQUE_FLUSH, size)
                 result = unique_names(d, names, load_cpu, load_rate)
+                result['label'] = f'{kind}, {size / 1048576:g} MiB buffer'
                 print(json.dumps(result), file=sys.stderr, flush=True)
                 unique.append(result)
                 d.stop()

@@ -18,13 +18,12 @@ Strategy: the :class:`~.Processor` hands each adapter a *batch* of payloads
 from __future__ import annotations
 
 import asyncio
-import bisect
 import collections
-import itertools
 import logging
-import operator
 import socket
 import typing
+
+from sprockets_statsd._packing import datagrams
 
 __all__ = ['StatsdProtocol', 'TCPProtocol', 'UDPProtocol', 'UnixStreamProtocol']
 
@@ -264,53 +263,10 @@ class UDPProtocol(StatsdProtocol, asyncio.DatagramProtocol):
         if transport is None or transport.is_closing():
             self.unsent.extend(payloads)
             return 0
-        if not payloads:
-            return 0
         sendto = transport.sendto
-        limit = self.max_datagram_size
-        count = len(payloads)
-        data = b'\n'.join(payloads)
-        if len(data) <= limit:
-            sendto(data)
-        elif data.count(b'\n') == count - 1:
-            self._cut(data, limit, sendto)
-        else:
-            self._pack(payloads, limit, sendto)
-        return count
-
-    @staticmethod
-    def _cut(data: bytes, limit: int, sendto: typing.Callable[[bytes], None]) -> None:
-        """Send `data` (one line per payload) cut at newlines into datagrams."""
-        start, size = 0, len(data)
-        while size - start > limit:
-            end = data.rfind(b'\n', start, start + limit + 1)
-            if end < 0:  # one line larger than a datagram goes alone
-                end = data.find(b'\n', start)
-                if end < 0:
-                    break
-            sendto(data[start:end])
-            start = end + 1
-        sendto(data[start:])
-
-    @staticmethod
-    def _pack(
-        payloads: list[bytes], limit: int, sendto: typing.Callable[[bytes], None]
-    ) -> None:
-        """Pack payloads that contain newlines themselves, never splitting one."""
-        # ends[i] is the size of payloads[0..i] joined with newlines, plus
-        # one: computed in C, so that the Python loop runs per datagram.
-        ends = list(itertools.accumulate(map(operator.add, map(len, payloads),
-                                             itertools.repeat(1))))
-        count = len(payloads)
-        start = 0
-        base = 0
-        while start < count:
-            stop = bisect.bisect_right(ends, base + limit + 1, start)
-            if stop == start:  # a payload larger than a datagram goes alone
-                stop = start + 1
-            sendto(b'\n'.join(payloads[start:stop]))
-            base = ends[stop - 1]
-            start = stop
+        for datagram in datagrams(payloads, self.max_datagram_size):
+            sendto(datagram)
+        return len(payloads)
 
 
 ProtocolFactory = typing.Callable[[], StatsdProtocol]

@@ -1,0 +1,67 @@
+"""Packing newline-separated statsd payloads into datagrams of bounded size.
+
+Strategy: the common case is a batch whose payloads are one line each.  It
+is joined once and cut at newlines with :meth:`bytes.rfind`, so Python code
+runs once per datagram, not once per payload.  A batch that holds a payload
+of several lines (a negative gauge is sent as ``0`` then the value, and both
+must reach the server together) is packed by payload boundaries instead,
+found with :func:`itertools.accumulate` and :mod:`bisect`.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import operator
+
+__all__ = ['datagrams']
+
+
+def datagrams(payloads: list[bytes], limit: int) -> list[bytes]:
+    """Return `payloads` joined with newlines into datagrams of at most `limit` bytes.
+
+    Order is kept and no payload is split; a payload larger than `limit`
+    becomes a datagram of its own.  An empty list gives no datagram.
+    """
+    if not payloads:
+        return []
+    data = b'\n'.join(payloads)
+    if len(data) <= limit:
+        return [data]
+    if data.count(b'\n') == len(payloads) - 1:
+        return _cut(data, limit)
+    return _pack(payloads, limit)
+
+
+def _cut(data: bytes, limit: int) -> list[bytes]:
+    """Cut `data` (one payload per line) at newlines."""
+    result = []
+    start, size = 0, len(data)
+    while size - start > limit:
+        end = data.rfind(b'\n', start, start + limit + 1)
+        if end < 0:  # one line larger than a datagram goes alone
+            end = data.find(b'\n', start)
+            if end < 0:
+                break
+        result.append(data[start:end])
+        start = end + 1
+    result.append(data[start:])
+    return result
+
+
+def _pack(payloads: list[bytes], limit: int) -> list[bytes]:
+    """Pack payloads that may contain newlines, never splitting one."""
+    # ends[i] is the size of payloads[0..i] joined with newlines, plus one.
+    ends = list(itertools.accumulate(map(operator.add, map(len, payloads),
+                                         itertools.repeat(1))))
+    result = []
+    count = len(payloads)
+    start = base = 0
+    while start < count:
+        stop = bisect.bisect_right(ends, base + limit + 1, start)
+        if stop == start:  # a payload larger than a datagram goes alone
+            stop = start + 1
+        result.append(b'\n'.join(payloads[start:stop]))
+        base = ends[stop - 1]
+        start = stop
+    return result

@@ -17,7 +17,7 @@ import logging
 import time
 import types
 from collections.abc import Callable, Mapping
-from typing import TypeVar
+from typing import Any, Literal, TypeVar
 
 from sprockets_statsd.errors import MetricParseError
 from sprockets_statsd.server import _timerstats
@@ -31,7 +31,7 @@ from sprockets_statsd.server.parser import (
     split_line,
 )
 
-__all__ = ['Aggregator', 'Snapshot']
+__all__ = ['Aggregator', 'MetricKind', 'Snapshot']
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +47,9 @@ _BAD: ParsedValue = ('', 0.0, 1.0, False, '')
 # These counters are zeroed, never deleted; the reference matches them by
 # substring, so a user counter containing one of them is kept too.
 _INTERNAL_COUNTER_MARKS = ('packets_received', 'metrics_received', 'bad_lines_seen')
+
+#: The four kinds of metric, as the admin console names them.
+MetricKind = Literal['counters', 'timers', 'gauges', 'sets']
 
 
 def _frozen(mapping: Mapping[str, _V]) -> Mapping[str, _V]:
@@ -267,6 +270,62 @@ class Aggregator:
         # misbehaving client must not be able to flood the log.
         if self._bad_example is None:
             self._bad_example = line[:_MAX_LOGGED]
+
+    # The admin console's view of the interval in progress.  Every method
+    # returns copies, so that a reply never sees a half-updated dictionary.
+
+    def current_counters(self) -> dict[str, float]:
+        """The counters of the interval in progress, internal ones included."""
+        return dict(self._counters)
+
+    def current_timers(self) -> dict[str, list[float]]:
+        """The raw values each timer received in the interval in progress."""
+        return {key: list(values) for key, values in self._timers.items()}
+
+    def current_gauges(self) -> dict[str, float]:
+        """The current value of every gauge."""
+        return dict(self._gauges)
+
+    def current_sets(self) -> dict[str, set[str]]:
+        """The members each set received in the interval in progress."""
+        return {key: set(members) for key, members in self._sets.items()}
+
+    def delete(self, kind: MetricKind, pattern: str) -> list[str]:
+        """Forget metrics of one kind, as the reference's admin console does.
+
+        `pattern` is an exact key, or a prefix followed by ``.*`` that
+        matches every key starting with the prefix and its dot.  The three
+        internal counters are zeroed instead of deleted, since the hot path
+        counts into them.
+
+        :param kind: which kind of metric to delete
+        :param pattern: ``name`` or ``prefix.*``
+        :returns: the keys deleted, in the order they were stored
+        """
+        stores: dict[str, dict[str, Any]] = {
+            'counters': self._counters,
+            'timers': self._timers,
+            'gauges': self._gauges,
+            'sets': self._sets,
+        }
+        store = stores[kind]
+        folder = pattern[:-1] if pattern.endswith('.*') else None
+        names = [
+            name
+            for name in store
+            if name == pattern or (folder is not None and name.startswith(folder))
+        ]
+        internal = (self._bad_key, self._packets_key, self._metrics_key)
+        for name in names:
+            if kind == 'counters' and name in internal:
+                store[name] = 0.0
+                continue
+            del store[name]
+            if kind == 'timers':
+                del self._timer_counters[name]
+            elif kind == 'gauges':
+                self._gauge_ttl.pop(name, None)
+        return names
 
     def flush(self, now: float) -> Snapshot:
         """Close the current interval and compute its statistics.

@@ -1,0 +1,332 @@
+"""One-minute frames of flushed aggregates for the load sink (pure, clock injected).
+
+Strategy: time is cut into frames of ``frame_length`` seconds aligned to
+the epoch, so with the default of 60 s a frame is a calendar minute.  Each
+flush's :class:`.Snapshot` is merged into the frame in which the flush
+happened: counters summed, timers reduced to sum, upper, lower, count and
+the number of values, gauges overwritten, set members united (up to a cap).
+Only the newest :data:`FRAME_COUNT` frames are kept.  A query selects frames
+by their index, so minutes in which nothing was flushed count as empty
+frames and a query never has to move the store forward.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping
+
+from sprockets_statsd.errors import ConfigurationError
+from sprockets_statsd.server.aggregator import Snapshot
+
+__all__ = [
+    'DEFAULT_FRAME_LENGTH',
+    'FRAME_COUNT',
+    'MAX_SET_MEMBERS',
+    'Frame',
+    'FrameStore',
+    'Series',
+    'TimerSummary',
+    'Window',
+]
+
+#: Seconds per frame: gstatsd's one-minute frames.
+DEFAULT_FRAME_LENGTH = 60.0
+
+#: Frames kept, so that ``/15`` covers a quarter of an hour.
+FRAME_COUNT = 15
+
+#: Members remembered per set and frame.  Sets are meant for unique users
+#: and the like; the cap keeps fifteen frames of a busy set to a few MB.
+#: Beyond it the distinct count is a lower bound (see :meth:`Window.sets`).
+MAX_SET_MEMBERS = 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class TimerSummary:
+    """A timer over some frames: true extremes and a count-weighted mean.
+
+    :param sum: the sum of all values (milliseconds)
+    :param upper: the largest value
+    :param lower: the smallest value
+    :param count: the rate-scaled number of samples, as Graphite's ``count``
+    :param values: how many values were received (not rate-scaled)
+    """
+
+    sum: float
+    upper: float
+    lower: float
+    count: float
+    values: int
+
+    @property
+    def mean(self) -> float:
+        """The mean of every value received: ``sum / values``."""
+        return self.sum / self.values
+
+
+def _merge_timer(
+    timers: dict[str, list[float]], key: str, total: float, upper: float,
+    lower: float, count: float, values: float,
+) -> None:
+    """Fold one timer aggregate into `timers` (``[sum, upper, lower, count, n]``)."""
+    held = timers.get(key)
+    if held is None:
+        timers[key] = [total, upper, lower, count, values]
+        return
+    held[0] += total
+    held[1] = max(held[1], upper)
+    held[2] = min(held[2], lower)
+    held[3] += count
+    held[4] += values
+
+
+class Frame:
+    """The aggregates of the flushes made during one frame.
+
+    :param index: the frame's number: its start time / frame length
+    :param max_set_members: members kept per set
+    """
+
+    def __init__(self, index: int, max_set_members: int = MAX_SET_MEMBERS) -> None:
+        self.index = index
+        self.flushes = 0
+        self.counters: dict[str, float] = {}
+        #: ``[sum, upper, lower, count, values]`` per timer.
+        self.timers: dict[str, list[float]] = {}
+        self.gauges: dict[str, float] = {}
+        self.sets: dict[str, set[str]] = {}
+        #: The largest distinct count one flush reported for each set: a
+        #: lower bound of the frame's distinct count when the cap was hit.
+        self.set_peaks: dict[str, int] = {}
+        self._max_set_members = max_set_members
+
+    def add(self, snapshot: Snapshot) -> None:
+        """Merge one flush into this frame.
+
+        :param snapshot: the flush, from :meth:`.Aggregator.flush`
+        """
+        self.flushes += 1
+        counters = self.counters
+        for key, value in snapshot.counters.items():
+            counters[key] = counters.get(key, 0.0) + value
+        timers = self.timers
+        for key, values in snapshot.timers.items():
+            if values:  # an idle timer says nothing about extremes
+                # Sorted by the aggregator; math.fsum keeps long sums exact.
+                _merge_timer(
+                    timers, key, math.fsum(values), values[-1], values[0],
+                    snapshot.timer_counters[key], len(values),
+                )
+        self.gauges.update(snapshot.gauges)
+        cap = self._max_set_members
+        for key, members in snapshot.sets.items():
+            held = self.sets.setdefault(key, set())
+            for member in members:
+                if len(held) >= cap:
+                    break
+                held.add(member)
+            self.set_peaks[key] = max(self.set_peaks.get(key, 0), len(members))
+
+
+@dataclasses.dataclass(frozen=True)
+class Window:
+    """Aggregates over consecutive frames, oldest first.
+
+    :param frames: the frames in the window that received flushes
+    """
+
+    frames: tuple[Frame, ...]
+
+    def counters(self) -> dict[str, float]:
+        """Each counter summed over the window."""
+        totals: dict[str, float] = {}
+        for frame in self.frames:
+            for key, value in frame.counters.items():
+                totals[key] = totals.get(key, 0.0) + value
+        return totals
+
+    def timers(self) -> dict[str, TimerSummary]:
+        """Each timer that received values in the window."""
+        merged: dict[str, list[float]] = {}
+        for frame in self.frames:
+            for key, held in frame.timers.items():
+                _merge_timer(merged, key, *held)
+        return {
+            key: TimerSummary(total, upper, lower, count, int(values))
+            for key, (total, upper, lower, count, values) in merged.items()
+        }
+
+    def gauges(self) -> dict[str, float]:
+        """Each gauge's last value in the window."""
+        last: dict[str, float] = {}
+        for frame in self.frames:
+            last.update(frame.gauges)
+        return last
+
+    def sets(self) -> dict[str, int]:
+        """Each set's distinct members over the window.
+
+        Exact while no frame reached :data:`MAX_SET_MEMBERS` for the set;
+        otherwise a lower bound: the larger of the members remembered and
+        the largest count of a single flush.
+        """
+        members: dict[str, set[str]] = {}
+        peaks: dict[str, int] = {}
+        for frame in self.frames:
+            for key, held in frame.sets.items():
+                members.setdefault(key, set()).update(held)
+                peaks[key] = max(peaks.get(key, 0), frame.set_peaks[key])
+        return {key: max(len(held), peaks[key]) for key, held in members.items()}
+
+    def stat(self) -> dict[str, float]:
+        """The flat ``Stat`` object of gstatsd's load sink.
+
+        Counters under their own key; timers as
+        ``stats.timers.<key>.{sum,upper,lower,count,mean}``; gauges as
+        ``stats.gauges.<key>``; sets as ``stats.sets.<key>.count``.
+        """
+        stat: dict[str, float] = dict(self.counters())
+        for key, timer in self.timers().items():
+            base = f'stats.timers.{key}.'
+            stat[base + 'sum'] = timer.sum
+            stat[base + 'upper'] = timer.upper
+            stat[base + 'lower'] = timer.lower
+            stat[base + 'count'] = timer.count
+            stat[base + 'mean'] = timer.mean
+        for key, value in self.gauges().items():
+            stat[f'stats.gauges.{key}'] = value
+        for key, count in self.sets().items():
+            stat[f'stats.sets.{key}.count'] = count
+        return stat
+
+
+@dataclasses.dataclass(frozen=True)
+class Series:
+    """One metric's value in each of the newest frames, oldest first.
+
+    :param kind: ``counter``, ``timer`` (the mean), ``gauge`` or ``set``
+        (distinct members)
+    :param key: the metric's key
+    :param points: one value per frame; ``None`` where it had none
+    """
+
+    kind: str
+    key: str
+    points: tuple[float | None, ...]
+
+    @property
+    def current(self) -> float | None:
+        """The newest value there is."""
+        for point in reversed(self.points):
+            if point is not None:
+                return point
+        return None
+
+
+class FrameStore:
+    """The newest :data:`FRAME_COUNT` frames, fed by every flush.
+
+    Not thread-safe: feed and query it from the event loop.
+
+    :param frame_length: seconds per frame (tests use a fraction)
+    :param frame_count: frames kept
+    :param clock: the wall clock, in seconds since the epoch
+    :param max_set_members: members kept per set and frame
+    :raises ConfigurationError: for a frame length or count that cannot
+        be used
+    """
+
+    def __init__(
+        self,
+        frame_length: float = DEFAULT_FRAME_LENGTH,
+        *,
+        frame_count: int = FRAME_COUNT,
+        clock: Callable[[], float] = time.time,
+        max_set_members: int = MAX_SET_MEMBERS,
+    ) -> None:
+        if not (isinstance(frame_length, (int, float)) and math.isfinite(frame_length)
+                and frame_length > 0):
+            raise ConfigurationError(
+                f'frame_length={frame_length!r}: use a positive number of seconds'
+            )
+        if frame_count < 1:
+            raise ConfigurationError(f'frame_count={frame_count!r}: use 1 or more')
+        self.frame_length = float(frame_length)
+        self.frame_count = frame_count
+        self._clock = clock
+        self._max_set_members = max_set_members
+        self._frames: collections.deque[Frame] = collections.deque(maxlen=frame_count)
+
+    def current_index(self) -> int:
+        """The index of the frame the clock is in now."""
+        return math.floor(self._clock() / self.frame_length)
+
+    def frame_start(self, index: int) -> float:
+        """Start of frame `index`, in seconds since the epoch."""
+        return index * self.frame_length
+
+    def add(self, snapshot: Snapshot) -> None:
+        """Merge a flush into the current frame, starting it if need be.
+
+        :param snapshot: the flush, from :meth:`.Aggregator.flush`
+        """
+        index = self.current_index()
+        if not self._frames or self._frames[-1].index < index:
+            self._frames.append(Frame(index, self._max_set_members))
+        self._frames[-1].add(snapshot)
+
+    def frames(self) -> tuple[Frame, ...]:
+        """The frames kept, oldest first (for tests and the overview)."""
+        return tuple(self._frames)
+
+    def window(self, count: int, *, full: bool = False) -> Window:
+        """The last `count` frames, the current partial one included.
+
+        :param count: frames, from 1 to the frame count
+        :param full: leave out the current frame, taking the `count`
+            complete frames before it (``/N/full``)
+        :raises ValueError: when `count` is out of range
+        """
+        if not 1 <= count <= self.frame_count:
+            raise ValueError(f'count must be from 1 to {self.frame_count}')
+        last = self.current_index() - (1 if full else 0)
+        first = last - count + 1
+        return Window(tuple(f for f in self._frames if first <= f.index <= last))
+
+    def series(self) -> list[Series]:
+        """Every metric of the kept frames with one point per frame.
+
+        The points cover the :attr:`frame_count` frames up to and including
+        the current one.  Ordered by kind (counters, timers, gauges, sets),
+        then by key.
+        """
+        current = self.current_index()
+        first = current - self.frame_count + 1
+        slots: list[Frame | None] = [None] * self.frame_count
+        for frame in self._frames:
+            if first <= frame.index <= current:
+                slots[frame.index - first] = frame
+
+        def collect(
+            kind: str, values: Callable[[Frame], Mapping[str, float]]
+        ) -> Iterable[Series]:
+            keys: set[str] = set()
+            per_frame = [values(f) if f is not None else {} for f in slots]
+            for mapping in per_frame:
+                keys.update(mapping)
+            for key in sorted(keys):
+                yield Series(kind, key, tuple(m.get(key) for m in per_frame))
+
+        found: list[Series] = []
+        found.extend(collect('counter', lambda f: f.counters))
+        found.extend(collect('timer', lambda f: {
+            k: t[0] / t[4] for k, t in f.timers.items()
+        }))
+        found.extend(collect('gauge', lambda f: f.gauges))
+        found.extend(collect('set', lambda f: {
+            k: max(len(m), f.set_peaks[k]) for k, m in f.sets.items()
+        }))
+        return found

@@ -14,8 +14,18 @@ import typing
 
 from sprockets_statsd.errors import ConfigurationError
 from sprockets_statsd.server import listeners
+from sprockets_statsd.server.admin import (
+    DEFAULT_ADMIN_HOST,
+    DEFAULT_ADMIN_PORT,
+    AdminServer,
+    Console,
+)
 from sprockets_statsd.server.aggregator import Aggregator
 from sprockets_statsd.server.config import AggregatorConfig
+from sprockets_statsd.server.frames import DEFAULT_FRAME_LENGTH, FrameStore
+from sprockets_statsd.server.graphite import GraphiteStats
+from sprockets_statsd.server.http import DEFAULT_LOAD_HOST, DEFAULT_LOAD_PORT, QueryService
+from sprockets_statsd.server.prometheus import StatsdCollector
 from sprockets_statsd.server.sinks import (
     DEFAULT_BUFFER_BYTES,
     DEFAULT_BUFFER_FLUSHES,
@@ -24,6 +34,7 @@ from sprockets_statsd.server.sinks import (
     Sink,
     StreamSink,
 )
+from sprockets_statsd.server.status import ServerStatus
 
 __all__ = ['DEFAULT_PORT', 'DEFAULT_SHUTDOWN_TIMEOUT', 'Server', 'ServerConfig']
 
@@ -46,7 +57,21 @@ class ServerConfig:
     :param unix_socket: path of a Unix stream socket to listen on as well
     :param unix_socket_mode: permission bits for the Unix socket file
     :param sinks: ``(host, port)`` of Graphite plaintext receivers; with
-        none, flushes are written to standard output
+        no sink of any kind, flushes are written to standard output
+    :param load_sinks: ``(host, port)`` to serve the load sink's HTTP
+        endpoints on (``/N``, ``/``, ``/metrics``, ``/health``); an empty
+        host means every interface; an address that cannot be bound stops
+        the server from starting
+    :param default_load_sink: where the load sink is served when there is
+        no sink of any kind (``None``: nowhere); an address that cannot be
+        bound is logged and the server runs without it
+    :param admin: ``(host, port)`` of the admin console; an address that
+        cannot be bound stops the server from starting
+    :param default_admin: the admin console's address when `admin` is
+        ``None`` (``None``: no console); an address that cannot be bound is
+        logged and the server runs without it
+    :param frame_length: seconds per frame of the load sink (60; tests
+        use less)
     :param udp_receive_buffer: SO_RCVBUF asked for, in bytes
     :param max_line_length: longest line accepted on a stream, in bytes
     :param shutdown_timeout: seconds the sinks get for the final flush
@@ -63,6 +88,11 @@ class ServerConfig:
     unix_socket: str | None = None
     unix_socket_mode: int | None = None
     sinks: tuple[tuple[str, int], ...] = ()
+    load_sinks: tuple[tuple[str, int], ...] = ()
+    default_load_sink: tuple[str, int] | None = (DEFAULT_LOAD_HOST, DEFAULT_LOAD_PORT)
+    admin: tuple[str, int] | None = None
+    default_admin: tuple[str, int] | None = (DEFAULT_ADMIN_HOST, DEFAULT_ADMIN_PORT)
+    frame_length: float = DEFAULT_FRAME_LENGTH
     udp_receive_buffer: int = listeners.DEFAULT_UDP_RECEIVE_BUFFER
     max_line_length: int = listeners.DEFAULT_MAX_LINE_LENGTH
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
@@ -75,8 +105,14 @@ class ServerConfig:
             raise ConfigurationError(
                 'binds: give at least one (host, port), or a unix_socket'
             )
-        for field, addresses, lowest in (('binds', self.binds, 0),
-                                         ('sinks', self.sinks, 1)):
+        single = (('default_load_sink', self.default_load_sink),
+                  ('admin', self.admin), ('default_admin', self.default_admin))
+        for field, addresses, lowest in (
+            ('binds', self.binds, 0),
+            ('sinks', self.sinks, 1),
+            ('load_sinks', self.load_sinks, 0),
+            *((name, (address,) if address else (), 0) for name, address in single),
+        ):
             for host, port in addresses:
                 if not isinstance(port, int) or not lowest <= port <= 65535:
                     raise ConfigurationError(
@@ -91,6 +127,11 @@ class ServerConfig:
         if not self.shutdown_timeout >= 0:
             raise ConfigurationError(
                 f'shutdown_timeout={self.shutdown_timeout!r}: use seconds >= 0'
+            )
+        if not (isinstance(self.frame_length, (int, float))
+                and math.isfinite(self.frame_length) and self.frame_length > 0):
+            raise ConfigurationError(
+                f'frame_length={self.frame_length!r}: use a positive number of seconds'
             )
         if not self.reconnect_max_delay > 0:
             raise ConfigurationError(
@@ -108,7 +149,8 @@ class Server:
 
     Use as ``async with Server(config) as server:`` or call :meth:`start`
     and :meth:`stop`.  Flushes happen at start + k * flush interval, so the
-    schedule never drifts, whatever a flush costs.
+    schedule never drifts, whatever a flush costs.  The load sink (HTTP)
+    and the admin console run on the same event loop.
     """
 
     def __init__(
@@ -123,6 +165,13 @@ class Server:
         self.udp_listeners: list[listeners.UDPListener] = []
         self.stream_listeners: list[listeners.StreamListener] = []
         self.sinks: list[Sink] = []
+        #: Health, uptime and message statistics (admin console, /health).
+        self.status = ServerStatus(time.time())
+        #: The load sink's frames and Prometheus collector, while served.
+        self.frames: FrameStore | None = None
+        self.collector: StatsdCollector | None = None
+        self.query: QueryService | None = None
+        self.admin: AdminServer | None = None
         self._stdout = stdout
         self._wall_clock = wall_clock
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
@@ -140,17 +189,34 @@ class Server:
         """The bound TCP addresses, then the Unix socket path if any."""
         return [listener.address for listener in self.stream_listeners]
 
+    @property
+    def http_addresses(self) -> list[typing.Any]:
+        """Where the load sink's HTTP endpoints are served."""
+        return self.query.addresses if self.query is not None else []
+
+    @property
+    def admin_addresses(self) -> list[typing.Any]:
+        """Where the admin console listens."""
+        return self.admin.addresses if self.admin is not None else []
+
     def describe(self) -> str:
         """One line saying where the server listens and where it flushes."""
         where = [f'udp {listeners.format_address(a)}' for a in self.udp_addresses]
         for listener in self.stream_listeners:
             kind = 'unix' if isinstance(listener.address, str) else 'tcp'
             where.append(f'{kind} {listener.description}')
-        targets = ', '.join(sink.name for sink in self.sinks)
-        return (
-            f'listening on {", ".join(where)}; flushing every '
-            f'{self.config.aggregator.flush_interval:g} s to {targets}'
+        targets = [sink.name for sink in self.sinks]
+        targets.extend(
+            f'load sink http://{listeners.format_address(a)}/' for a in self.http_addresses
         )
+        text = (
+            f'listening on {", ".join(where)}; flushing every '
+            f'{self.config.aggregator.flush_interval:g} s to {", ".join(targets)}'
+        )
+        if self.admin_addresses:
+            consoles = ', '.join(listeners.format_address(a) for a in self.admin_addresses)
+            text += f'; admin console on {consoles}'
+        return text
 
     async def start(self) -> None:
         """Bind every socket, start the sinks and the flush timer.
@@ -163,11 +229,13 @@ class Server:
         self._started = True
         try:
             self._bind()
+            self._bind_queries()
         except BaseException:
             for udp in self.udp_listeners:
                 udp.close()
             for stream in self.stream_listeners:
                 await stream.close()
+            await self._stop_queries()
             raise
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix='statsd-render'
@@ -179,6 +247,10 @@ class Server:
             udp.start()
         for stream in self.stream_listeners:
             await stream.start()
+        if self.query is not None:
+            self.query.start()
+        if self.admin is not None:
+            await self.admin.start()
         self._flush_task = asyncio.get_running_loop().create_task(
             self._flush_loop(), name='statsd flush timer'
         )
@@ -212,6 +284,45 @@ class Server:
                 ) from exc
             self.stream_listeners.append(self._stream(sock))
 
+    def _bind_queries(self) -> None:
+        """Bind the load sink's HTTP addresses and the admin console."""
+        config = self.config
+        http = [(address, True) for address in config.load_sinks]
+        if not config.sinks and not config.load_sinks and config.default_load_sink:
+            http.append((config.default_load_sink, False))
+        if http:
+            self.frames = FrameStore(config.frame_length)
+            self.collector = StatsdCollector(config.aggregator.percent_thresholds)
+            self.query = QueryService(self.frames, self.collector, self.status)
+            for (host, port), required in http:
+                _bind_or_warn(self.query.bind, host, port, 'the load sink', required)
+            if not self.query.addresses:
+                self.frames = self.collector = self.query = None
+        address, required = config.admin, True
+        if address is None:
+            address, required = config.default_admin, False
+        if address is not None:
+            host, port = address
+            console = Console(
+                self.aggregator, self.status, config=config, backends=self._backends
+            )
+            self.admin = AdminServer(console)
+            _bind_or_warn(self.admin.bind, host, port, 'the admin console', required)
+            if not self.admin.addresses:
+                self.admin = None
+
+    def _backends(self) -> list[tuple[str, GraphiteStats]]:
+        """Each sink's previous send, for the admin console's ``stats``."""
+        if len(self.sinks) == 1:
+            return [('graphite', self.sinks[0].stats)]
+        return [(f'graphite[{sink.name}]', sink.stats) for sink in self.sinks]
+
+    async def _stop_queries(self) -> None:
+        if self.query is not None:
+            await self.query.stop()
+        if self.admin is not None:
+            await self.admin.stop()
+
     def _stream(self, sock: socket.socket) -> listeners.StreamListener:
         return listeners.StreamListener(
             sock, self.aggregator, max_line_length=self.config.max_line_length
@@ -219,7 +330,7 @@ class Server:
 
     def _make_sinks(self) -> None:
         config = self.config
-        if not config.sinks:
+        if not config.sinks and not config.load_sinks:
             stdout = self._stdout or sys.stdout.buffer
             self.sinks.append(
                 StreamSink(stdout, config.aggregator, executor=self._executor)
@@ -264,6 +375,13 @@ class Server:
             return
         for sink in self.sinks:
             sink.submit(snapshot)
+        self.status.flushed(snapshot, time.time())
+        if self.frames is not None and self.collector is not None:
+            try:
+                self.frames.add(snapshot)
+                self.collector.add(snapshot)
+            except Exception:
+                logger.exception('the load sink could not take in a flush')
 
     async def stop(self) -> None:
         """Stop receiving, flush what was received, deliver it, release all.
@@ -280,6 +398,7 @@ class Server:
         for udp in self.udp_listeners:
             udp.close()
         await asyncio.gather(*(stream.close() for stream in self.stream_listeners))
+        await self._stop_queries()
         self.flush()
         await asyncio.gather(
             *(sink.close(self.config.shutdown_timeout) for sink in self.sinks)
@@ -294,3 +413,21 @@ class Server:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
+
+
+def _bind_or_warn(
+    bind: typing.Callable[[str, int], None], host: str, port: int, what: str, required: bool
+) -> None:
+    """Bind `what`; a failure is an error if `required`, else a warning."""
+    where = listeners.format_address((host or '*', port))
+    try:
+        bind(host, port)
+    except OSError as exc:
+        if required:
+            raise OSError(
+                exc.errno, f'cannot serve {what} on {where}: {exc.strerror or exc}'
+            ) from exc
+        logger.warning(
+            'cannot serve %s on its default address %s (%s); running without it',
+            what, where, exc.strerror or exc,
+        )

@@ -66,14 +66,21 @@ def _sink(text: str) -> tuple[str, int]:
     return host, port
 
 
+#: The value of --http and --admin that switches the default off.
+_OFF = 'off'
+
+
 def _sink_type(text: str) -> str:
-    if text == 'graphite':
+    if text in ('graphite', 'load'):
         return text
-    if text == 'load':
-        raise argparse.ArgumentTypeError(
-            "'load' is not supported yet; the only type is graphite"
-        )
-    raise argparse.ArgumentTypeError(f'{text!r}: the only sink type is graphite')
+    raise argparse.ArgumentTypeError(f'{text!r}: the sink types are graphite and load')
+
+
+def _endpoint(text: str) -> tuple[str, int] | str:
+    """``[host]:port`` on loopback unless a host is given, or ``off``."""
+    if text.strip().lower() == _OFF:
+        return _OFF
+    return parse_address(text, default_host='127.0.0.1')
 
 
 def _number(
@@ -202,10 +209,23 @@ def _options() -> list[_Option]:
         o(('-s', '--sink'), 'sink', 'STATSD_SINK',
           'send every flush to the Graphite plaintext receiver at '
           '[host]:port; repeatable; the host defaults to localhost; without '
-          'a sink, flushes are written to standard output',
+          'any sink, flushes are written to standard output and the load '
+          'sink is served on 127.0.0.1:8082',
           _sink, '[HOST]:PORT', repeat=','),
         o(('-t', '--type'), 'sink_type', 'STATSD_SINK_TYPE',
-          'sink type: graphite (the default and only one)', _sink_type, 'TYPE'),
+          'type of every -s: graphite (the default) or load, which serves '
+          'the HTTP endpoints (/N, /, /metrics, /health) on the -s address '
+          'instead, as gstatsd does; for both kinds use -s and --http',
+          _sink_type, 'TYPE', repeat=','),
+        o(('--http',), 'http', 'STATSD_HTTP',
+          'serve the load sink\'s HTTP endpoints on [host]:port (the host '
+          'defaults to 127.0.0.1); repeatable; "off" drops the default '
+          'load sink of a server without sinks', _endpoint, '[HOST]:PORT',
+          repeat=','),
+        o(('--admin',), 'admin', 'STATSD_ADMIN',
+          'admin console (etsy statsd\'s management port) on [host]:port, '
+          'the host defaulting to 127.0.0.1, or "off" (default '
+          '127.0.0.1:8126)', _endpoint, '[HOST]:PORT|off'),
         o(('-f', '--flush'), 'flush_interval', 'STATSD_FLUSH',
           'flush interval in seconds, fractions allowed (default 10)',
           _number(0, above=True), 'SECONDS'),
@@ -321,6 +341,11 @@ def build_parser() -> argparse.ArgumentParser:
         help='log more: once for INFO, twice for DEBUG (default WARNING) '
         '[env: STATSD_LOG_LEVEL=debug|info|warning|error]',
     )
+    # Frames shorter than a minute only make sense in tests: not in --help.
+    parser.add_argument(
+        '--load-frame-length', dest='frame_length', default=None,
+        type=_number(0, above=True), help=argparse.SUPPRESS,
+    )
     for option in _options():
         text = f'{option.help} [env: {option.env}]'
         if option.switch:
@@ -391,20 +416,51 @@ def settings_from(
             parser.error(f'environment variable STATSD_LOG_LEVEL: {exc}')
     else:
         level = logging.WARNING
-    values.pop('sink_type', None)  # graphite, the only one
+    _sinks_and_endpoints(parser, values)
+    if args.frame_length is not None:
+        values['frame_length'] = args.frame_length
     aggregator = {k: values.pop(k) for k in list(values) if k in _AGGREGATOR_FIELDS}
     for name in ('percent_thresholds', 'histograms'):
         if name in aggregator:
             aggregator[name] = tuple(aggregator[name])
     if 'bind' in values:
         values['binds'] = tuple(values.pop('bind'))
-    if 'sink' in values:
-        values['sinks'] = tuple(values.pop('sink'))
     try:
         config = app.ServerConfig(aggregator=AggregatorConfig(**aggregator), **values)
     except ConfigurationError as exc:  # pragma: no cover - checked per option
         parser.error(str(exc))
     return config, level
+
+
+def _sinks_and_endpoints(
+    parser: argparse.ArgumentParser, values: dict[str, typing.Any]
+) -> None:
+    """Turn -s, -t, --http and --admin into :class:`.ServerConfig` fields.
+
+    ``-t`` applies to every ``-s`` wherever it stands, as with gstatsd; a
+    mix of Graphite and load sinks is written with ``-s`` and ``--http``.
+    """
+    types = set(values.pop('sink_type', ()))
+    if len(types) > 1:
+        parser.error(
+            'argument -t/--type: graphite and load both given, but the type '
+            'applies to every -s; give load sinks with --http [HOST]:PORT'
+        )
+    sinks = tuple(values.pop('sink', ()))
+    if sinks:
+        values['load_sinks' if types == {'load'} else 'sinks'] = sinks
+    http = values.pop('http', [])
+    if _OFF in http:
+        if len(http) > 1:
+            parser.error('argument --http: "off" cannot be combined with addresses')
+        values['default_load_sink'] = None
+    elif http:
+        values['load_sinks'] = values.get('load_sinks', ()) + tuple(http)
+    admin = values.pop('admin', None)
+    if admin == _OFF:
+        values['default_admin'] = None
+    elif admin is not None:
+        values['admin'] = admin
 
 
 def _configure_logging(level: int) -> None:

@@ -1,0 +1,208 @@
+"""The load sink's HTTP endpoints, served by Tornado on the server's event loop.
+
+``/N`` and ``/N/full`` (gstatsd's load sink, JSON), ``/`` (the overview
+page), ``/metrics`` (Prometheus) and ``/health``.  Every handler runs on
+the event loop that also receives and flushes, so a reply never sees a
+half-merged flush.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import socket
+import typing
+
+import tornado.httpserver
+import tornado.web
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import generate_latest
+
+from sprockets_statsd.server._listen import bind_tcp
+from sprockets_statsd.server.frames import FrameStore
+from sprockets_statsd.server.overview import DEFAULT_REFRESH, render_overview
+from sprockets_statsd.server.prometheus import CONTENT_TYPE, StatsdCollector
+from sprockets_statsd.server.status import ServerStatus
+
+__all__ = ['DEFAULT_LOAD_HOST', 'DEFAULT_LOAD_PORT', 'QueryService', 'load_report']
+
+logger = logging.getLogger(__name__)
+
+#: Where the embedded load sink listens when the server has no sink at
+#: all: loopback only, on the port of gstatsd's documented example.
+DEFAULT_LOAD_HOST = '127.0.0.1'
+DEFAULT_LOAD_PORT = 8082
+
+# Requests are tiny GETs: a few KB of headers, no body to speak of.
+_MAX_HEADER_SIZE = 16 * 1024
+_MAX_BODY_SIZE = 64 * 1024
+_IDLE_TIMEOUT = 60.0
+# A filter longer than any sensible name is cut, not refused.
+_MAX_FILTER = 256
+
+
+def _number(value: float) -> float | int | None:
+    """JSON for a value: whole numbers without ``.0``, no NaN or infinity."""
+    value = float(value)  # set sizes are ints
+    if not math.isfinite(value):
+        return None
+    if value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    return value
+
+
+def load_report(frames: FrameStore, count: int, *, full: bool = False) -> dict[str, typing.Any]:
+    """gstatsd's load sink answer for ``/count`` (or ``/count/full``).
+
+    :param frames: the frame store
+    :param count: frames to aggregate, 1 to the frame count
+    :param full: only complete frames, the current one left out
+    :returns: ``{"last_frame_time": <start of the current frame>,
+        "Stat": {name: value}}``
+    :raises ValueError: when `count` is out of range
+    """
+    window = frames.window(count, full=full)
+    stat = window.stat()
+    return {
+        'last_frame_time': math.floor(frames.frame_start(frames.current_index())),
+        'Stat': {name: _number(stat[name]) for name in sorted(stat)},
+    }
+
+
+class _Handler(tornado.web.RequestHandler):
+    """Shared by every endpoint: no caching, the service at hand."""
+
+    service: QueryService
+
+    def initialize(self, service: QueryService) -> None:
+        self.service = service
+
+    def set_default_headers(self) -> None:
+        self.set_header('Cache-Control', 'no-store')
+
+
+class _LoadHandler(_Handler):
+    def get(self, count: str, full: str | None = None) -> None:
+        frames = self.service.frames
+        self.set_header('Content-Type', 'application/json')
+        try:
+            report = load_report(frames, int(count), full=bool(full))
+        except ValueError:
+            self.set_status(400)
+            report = {'error': f'N must be from 1 to {frames.frame_count}'}
+        self.finish(json.dumps(report, separators=(',', ':')))
+
+
+class _OverviewHandler(_Handler):
+    def get(self) -> None:
+        frames = self.service.frames
+        page = render_overview(
+            frames.series(),
+            filter_text=self.get_argument('filter', '')[:_MAX_FILTER],
+            frame_length=frames.frame_length,
+            refresh=self.service.refresh,
+        )
+        self.set_header('Content-Type', 'text/html; charset=utf-8')
+        self.finish(page)
+
+
+class _MetricsHandler(_Handler):
+    def get(self) -> None:
+        self.set_header('Content-Type', CONTENT_TYPE)
+        self.finish(generate_latest(self.service.registry))
+
+
+class _HealthHandler(_Handler):
+    def get(self) -> None:
+        status = self.service.status
+        self.set_header('Content-Type', 'text/plain; charset=utf-8')
+        if not status.healthy:
+            self.set_status(503)
+        self.finish(status.health + '\n')
+
+
+def _log_request(handler: tornado.web.RequestHandler) -> None:
+    # Tornado logs every request at INFO; queries are routine, so DEBUG.
+    request = handler.request
+    logger.debug(
+        '%d %s %s %.1f ms',
+        handler.get_status(),
+        request.method,
+        request.uri,
+        request.request_time() * 1000,
+    )
+
+
+class QueryService:
+    """The HTTP endpoints of the load sink, on one or more addresses.
+
+    :param frames: the one-minute frames, fed by the server's flushes
+    :param collector: the Prometheus collector, fed likewise
+    :param status: the server's health and statistics
+    :param refresh: seconds between reloads of the overview page
+    """
+
+    def __init__(
+        self,
+        frames: FrameStore,
+        collector: StatsdCollector,
+        status: ServerStatus,
+        *,
+        refresh: float = DEFAULT_REFRESH,
+    ) -> None:
+        self.frames = frames
+        self.collector = collector
+        self.status = status
+        self.refresh = refresh
+        # One registry per server: the global one would mix servers that
+        # share a process (tests, embedding) and the client library's own.
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(collector)
+        spec = {'service': self}
+        self.application = tornado.web.Application(
+            [
+                (r'/', _OverviewHandler, spec),
+                (r'/([0-9]{1,6})', _LoadHandler, spec),
+                (r'/([0-9]{1,6})/(full)', _LoadHandler, spec),
+                (r'/metrics', _MetricsHandler, spec),
+                (r'/health', _HealthHandler, spec),
+            ],
+            log_function=_log_request,
+        )
+        self._sockets: list[socket.socket] = []
+        self._server: tornado.httpserver.HTTPServer | None = None
+
+    @property
+    def addresses(self) -> list[typing.Any]:
+        """The bound addresses (as :meth:`socket.socket.getsockname` says)."""
+        return [sock.getsockname() for sock in self._sockets]
+
+    def bind(self, host: str, port: int) -> None:
+        """Bind listening sockets on every address of `host`.
+
+        :param host: a name or address; empty for every interface
+        :param port: the port; 0 picks a free one
+        :raises OSError: when the address cannot be bound
+        """
+        self._sockets.extend(bind_tcp(host, port))
+
+    def start(self) -> None:
+        """Serve the bound sockets on the running event loop."""
+        self._server = tornado.httpserver.HTTPServer(
+            self.application,
+            max_header_size=_MAX_HEADER_SIZE,
+            max_body_size=_MAX_BODY_SIZE,
+            idle_connection_timeout=_IDLE_TIMEOUT,
+        )
+        self._server.add_sockets(self._sockets)
+
+    async def stop(self) -> None:
+        """Stop listening and close every connection."""
+        if self._server is None:
+            for sock in self._sockets:
+                sock.close()
+            return
+        server, self._server = self._server, None
+        server.stop()
+        await server.close_all_connections()

@@ -1,0 +1,323 @@
+"""The load sink's HTTP endpoints end to end, and how they are configured."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import re
+import socket
+import typing
+import urllib.error
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from sprockets_statsd.errors import ConfigurationError
+from sprockets_statsd.server import cli
+from sprockets_statsd.server.app import Server, ServerConfig
+from sprockets_statsd.server.config import AggregatorConfig
+from sprockets_statsd.server.http import DEFAULT_LOAD_PORT
+from tests.server.helpers import (
+    DEFAULT_TIMEOUT,
+    ServerProcess,
+    free_ports,
+    running_server,
+    send_udp,
+    wait_until,
+)
+
+
+class Reply(typing.NamedTuple):
+    status: int
+    content_type: str
+    body: bytes
+
+    def json(self) -> typing.Any:
+        return json.loads(self.body)
+
+
+def _get(url: str, method: str) -> Reply:
+    request = urllib.request.Request(url, method=method, data=b'' if method == 'POST' else None)
+    try:
+        with urllib.request.urlopen(request, timeout=DEFAULT_TIMEOUT) as response:
+            return Reply(response.status, response.headers['Content-Type'], response.read())
+    except urllib.error.HTTPError as exc:
+        return Reply(exc.code, exc.headers['Content-Type'], exc.read())
+
+
+async def get(server: Server, path: str, method: str = 'GET') -> Reply:
+    """Request `path` from the server's first HTTP address."""
+    host, port = server.http_addresses[0][:2]
+    return await asyncio.to_thread(_get, f'http://{host}:{port}{path}', method)
+
+
+async def stat(server: Server, path: str) -> dict[str, typing.Any]:
+    reply = await get(server, path)
+    assert reply.status == 200
+    return typing.cast(dict[str, typing.Any], reply.json()['Stat'])
+
+
+async def wait_for_stat(server: Server, path: str, name: str, value: float) -> None:
+    """Poll `path` until its Stat gives `name` the value `value`."""
+    deadline = asyncio.get_running_loop().time() + DEFAULT_TIMEOUT
+    while (found := (await stat(server, path)).get(name)) != value:
+        assert asyncio.get_running_loop().time() < deadline, f'{name}={found} at {path}'
+        await asyncio.sleep(0.05)
+
+
+def load_server(**settings: typing.Any) -> typing.AsyncContextManager[Server]:
+    """A server with a load sink on a free loopback port and fast frames."""
+    settings.setdefault('load_sinks', (('127.0.0.1', 0),))
+    settings.setdefault('default_admin', None)
+    settings.setdefault('frame_length', 0.5)
+    return running_server(flush_interval=0.1, **settings)
+
+
+async def test_load_sink_answers_n_and_n_full_in_json() -> None:
+    """GET /N aggregates the last N frames as JSON; /N/full only complete
+    frames, so what is flushed now shows there once its frame is over."""
+    async with load_server() as server:
+        send_udp(server.udp_addresses[0], b'hits:2|c\nlat:10|ms\nlat:30|ms\ntemp:7|g\nids:a|s')
+        await wait_for_stat(server, '/15', 'hits', 2)
+        reply = await get(server, '/15')
+        assert reply.content_type == 'application/json'
+        body = reply.json()
+        assert set(body) == {'last_frame_time', 'Stat'}
+        assert isinstance(body['last_frame_time'], int)
+        found = body['Stat']
+        assert found['stats.timers.lat.mean'] == 20
+        assert found['stats.timers.lat.upper'] == 30
+        assert found['stats.timers.lat.lower'] == 10
+        assert found['stats.timers.lat.count'] == 2
+        assert found['stats.timers.lat.sum'] == 40
+        assert found['stats.gauges.temp'] == 7
+        assert found['stats.sets.ids.count'] == 1
+        await wait_for_stat(server, '/15/full', 'hits', 2)
+        send_udp(server.udp_addresses[0], b'hits:3|c')
+        await wait_for_stat(server, '/15', 'hits', 5)
+
+
+async def test_bad_paths_and_methods() -> None:
+    """N outside 1..15 is a 400 in JSON; other paths 404; POST 405."""
+    async with load_server() as server:
+        for path in ('/0', '/16', '/999999', '/0/full'):
+            reply = await get(server, path)
+            assert reply.status == 400
+            assert reply.json() == {'error': 'N must be from 1 to 15'}
+        for path in ('/abc', '/1/partial', '/-1', '/1/full/x'):
+            assert (await get(server, path)).status == 404
+        assert (await get(server, '/1', 'POST')).status == 405
+
+
+async def test_non_finite_values_are_null() -> None:
+    """A gauge pushed past the largest double is null, keeping the JSON valid."""
+    async with load_server() as server:
+        send_udp(server.udp_addresses[0], b'huge:1e308|g\nhuge:+1e308|g')
+        deadline = asyncio.get_running_loop().time() + DEFAULT_TIMEOUT
+        while 'stats.gauges.huge' not in (found := await stat(server, '/1')):
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.05)
+        assert found['stats.gauges.huge'] is None
+
+
+async def test_metrics_health_and_overview_share_the_port() -> None:
+    """/metrics (Prometheus text), /health and / are served on the load
+    sink's port."""
+    async with load_server() as server:
+        send_udp(server.udp_addresses[0], b'page.views:4|c|#env:test')
+        await wait_for_stat(server, '/15', 'page.views;env=test', 4)
+        metrics = await get(server, '/metrics')
+        assert metrics.status == 200
+        assert metrics.content_type == 'text/plain; version=0.0.4; charset=utf-8'
+        families = {f.name: f for f in text_string_to_metric_families(metrics.body.decode())}
+        sample = families['page_views'].samples[0]
+        assert sample.labels == {'env': 'test'}
+        assert sample.value == 4
+        health = await get(server, '/health')
+        assert (health.status, health.body) == (200, b'up\n')
+        page = await get(server, '/?filter=VIEWS')
+        assert page.content_type == 'text/html; charset=utf-8'
+        assert b'page.views;env=test' in page.body
+        assert b'statsd.packets_received' not in page.body
+        assert (await get(server, '/')).body.count(b'class="metric"') > 1
+
+
+async def test_default_load_sink_when_there_is_no_sink() -> None:
+    """Without sinks the load sink is served beside the stdout output."""
+    stdout = io.BytesIO()
+    async with running_server(
+        stdout=stdout, default_load_sink=('127.0.0.1', 0), default_admin=None,
+        flush_interval=0.1,
+    ) as server:
+        assert server.http_addresses
+        assert 'load sink http://127.0.0.1:' in server.describe()
+        send_udp(server.udp_addresses[0], b'both:1|c')
+        await wait_for_stat(server, '/1', 'both', 1)
+        await wait_until(lambda: b'stats_counts.both 1 ' in stdout.getvalue())
+
+
+async def test_load_sinks_alone_write_nothing_to_stdout() -> None:
+    """Explicit load sinks are sinks: no stdout output, no default port."""
+    stdout = io.BytesIO()
+    async with load_server(stdout=stdout, default_load_sink=('127.0.0.1', 1)) as server:
+        send_udp(server.udp_addresses[0], b'quiet:1|c')
+        await wait_for_stat(server, '/1', 'quiet', 1)
+        assert len(server.http_addresses) == 1
+    assert stdout.getvalue() == b''
+    assert server.sinks == []
+
+
+async def test_graphite_sinks_alone_serve_no_http() -> None:
+    """With only Graphite sinks there is no HTTP endpoint and no frames."""
+    async with running_server(
+        sinks=(('127.0.0.1', 9),), default_admin=None, shutdown_timeout=0.1,
+    ) as server:
+        assert server.http_addresses == []
+        assert server.frames is None
+        server.flush()
+        assert 'load sink' not in server.describe()
+
+
+async def test_taken_default_ports_only_warn(caplog: pytest.LogCaptureFixture) -> None:
+    """The default load sink and admin console on taken ports are logged
+    and skipped: the server still starts."""
+    with socket.socket() as taken:
+        taken.bind(('127.0.0.1', 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with caplog.at_level(logging.WARNING, logger='sprockets_statsd.server.app'):
+            async with running_server(
+                default_load_sink=('127.0.0.1', port), default_admin=('127.0.0.1', port),
+            ) as server:
+                assert server.http_addresses == []
+                assert server.admin_addresses == []
+                assert server.frames is None
+                server.flush()  # without frames to feed
+    assert f'cannot serve the load sink on its default address 127.0.0.1:{port}' in caplog.text
+    assert f'cannot serve the admin console on its default address 127.0.0.1:{port}' in caplog.text
+
+
+@pytest.mark.parametrize('field', ['load_sinks', 'admin'])
+async def test_taken_explicit_ports_are_errors(field: str) -> None:
+    """An explicitly requested port that is taken fails start() naming it,
+    and leaves nothing bound."""
+    with socket.socket() as taken:
+        taken.bind(('127.0.0.1', 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        value: typing.Any = ('127.0.0.1', port)
+        server = Server(ServerConfig(
+            aggregator=AggregatorConfig(flush_interval=1),
+            binds=(('127.0.0.1', 0),),
+            default_admin=None,
+            load_sinks=(('127.0.0.1', 0),) if field == 'admin' else (value,),
+            **({'admin': value} if field == 'admin' else {}),
+        ), stdout=io.BytesIO())
+        with pytest.raises(OSError, match=f'127.0.0.1:{port}'):
+            await asyncio.wait_for(server.start(), DEFAULT_TIMEOUT)
+        udp = server.udp_addresses[0]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as again:
+        again.bind(udp)
+
+
+@pytest.mark.parametrize(('settings', 'field'), [
+    ({'frame_length': 0}, 'frame_length'),
+    ({'frame_length': float('inf')}, 'frame_length'),
+    ({'load_sinks': (('', 70000),)}, 'load_sinks'),
+    ({'admin': ('', -1)}, 'admin'),
+    ({'default_admin': ('', 65536)}, 'default_admin'),
+    ({'default_load_sink': ('', 'x')}, 'default_load_sink'),
+])
+def test_bad_query_settings_are_refused(settings: dict[str, typing.Any], field: str) -> None:
+    """ServerConfig refuses unusable HTTP and console settings by name."""
+    with pytest.raises(ConfigurationError, match=field):
+        ServerConfig(**settings)
+
+
+def settings(*argv: str, **environ: str) -> ServerConfig:
+    return cli.settings_from(list(argv), environ)[0]
+
+
+def test_defaults_serve_the_load_sink_and_console_on_loopback() -> None:
+    """Out of the box: load sink on 127.0.0.1:8082, console on 127.0.0.1:8126."""
+    config = settings()
+    assert config == ServerConfig()
+    assert config.default_load_sink == ('127.0.0.1', DEFAULT_LOAD_PORT)
+    assert config.default_admin == ('127.0.0.1', 8126)
+    assert config.frame_length == 60
+
+
+def test_gstatsd_load_type_makes_every_sink_a_load_sink() -> None:
+    """-s HOST:PORT -t load (in any order) serves HTTP there, as gstatsd."""
+    assert settings('-s', 'localhost:8082', '-t', 'load').load_sinks == (('localhost', 8082),)
+    config = settings('-t', 'load', '-s', '0.0.0.0:8082', '-s', '8083')
+    assert config.load_sinks == (('0.0.0.0', 8082), ('localhost', 8083))
+    assert config.sinks == ()
+    assert settings('-s', '2003', '-t', 'graphite').sinks == (('localhost', 2003),)
+    assert settings(STATSD_SINK='9000', STATSD_SINK_TYPE='load').load_sinks == (
+        ('localhost', 9000),)
+
+
+def test_http_adds_load_sinks_beside_graphite_sinks() -> None:
+    """--http is the explicit form, and the way to mix both kinds."""
+    config = settings('-s', 'carbon:2003', '--http', ':8082', '--http', '[::1]:8083')
+    assert config.sinks == (('carbon', 2003),)
+    assert config.load_sinks == (('127.0.0.1', 8082), ('::1', 8083))
+    config = settings('-s', '8082', '-t', 'load', '--http', '0.0.0.0:9000')
+    assert config.load_sinks == (('localhost', 8082), ('0.0.0.0', 9000))
+    assert settings(STATSD_HTTP='1,2').load_sinks == (('127.0.0.1', 1), ('127.0.0.1', 2))
+
+
+def test_off_switches_the_defaults_off() -> None:
+    """--http off drops the default load sink; --admin off the console;
+    --admin PORT moves it (loopback unless a host is given)."""
+    assert settings('--http', 'off').default_load_sink is None
+    assert settings('--admin', 'OFF').default_admin is None
+    assert settings(STATSD_ADMIN='off').default_admin is None
+    assert settings('--admin', '9126').admin == ('127.0.0.1', 9126)
+    assert settings('--admin', '0.0.0.0:9126').admin == ('0.0.0.0', 9126)
+    assert settings('--load-frame-length', '0.5').frame_length == 0.5
+
+
+@pytest.mark.parametrize(('argv', 'message'), [
+    (['-t', 'load', '-t', 'graphite'], '-t/--type: graphite and load both given'),
+    (['-t', 'pickle'], "'pickle': the sink types are graphite and load"),
+    (['--http', 'off', '--http', '8082'], '--http: "off" cannot be combined'),
+    (['--http', 'nowhere'], '--http'),
+    (['--admin', '[::1'], '--admin'),
+    (['--load-frame-length', '0'], '--load-frame-length'),
+])
+def test_bad_query_arguments_exit_2(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    """Conflicting or bad options exit with status 2 and say why."""
+    with pytest.raises(SystemExit) as exc:
+        settings(*argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+async def test_process_with_gstatsd_load_sink_arguments() -> None:
+    """The real command `-s 127.0.0.1:PORT -t load` answers /1 with what it
+    received over UDP."""
+    port, = free_ports()
+    async with ServerProcess(
+        '-b', '127.0.0.1:0', '-s', f'127.0.0.1:{port}', '-t', 'load', '-f', '0.1',
+        '--admin', 'off', '--load-frame-length', '5',
+    ) as process:
+        assert f'load sink http://127.0.0.1:{port}/' in ''.join(process.stderr)
+        send_udp(process.address, b'cli.hits:6|c')
+        deadline = asyncio.get_running_loop().time() + DEFAULT_TIMEOUT
+        while True:
+            reply = await asyncio.to_thread(_get, f'http://127.0.0.1:{port}/15', 'GET')
+            if reply.json()['Stat'].get('cli.hits') == 6:
+                break
+            assert asyncio.get_running_loop().time() < deadline, reply
+            await asyncio.sleep(0.05)
+        status, stdout, stderr = await process.stop()
+    assert status == 0, stderr
+    assert stdout == b''  # a load sink is a sink: nothing on stdout
+    assert not re.search(r'ERROR|Traceback', stderr)

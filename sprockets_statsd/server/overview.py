@@ -50,6 +50,7 @@ th{background:#eef1f4;font-weight:600}
 td.name{font-family:ui-monospace,monospace;word-break:break-all}
 td.value{text-align:right;font-variant-numeric:tabular-nums}
 td.kind{color:#5a6672}
+svg.spark{background:#eef1f4;border-radius:2px;display:block}
 svg polyline{fill:none;stroke:#2f6fb3;stroke-width:1.5}
 svg circle{fill:#2f6fb3}
 p.empty,p.more{color:#5a6672}
@@ -154,6 +155,9 @@ def render_overview(
     frames = len(series[0].points) if series else 0
     window = f'{frames} frames of {format_value(frame_length)} s' if frames else 'no frames yet'
     stamp = time.strftime('%H:%M:%S UTC', time.gmtime(now))
+    counted = f'{len(series)} metrics'
+    if filter_text:
+        counted = f'{len(chosen)} of {len(series)} metrics'
     delay = max(int(refresh * 1000), 100)
     out = [
         '<!DOCTYPE html>',
@@ -163,7 +167,7 @@ def render_overview(
         f'<noscript><meta http-equiv="refresh" content="{max(int(refresh), 1)}"></noscript>',
         f'<style>{_STYLE}</style></head><body>',
         '<h1>statsd overview</h1>',
-        f'<p class="meta">{len(series)} metrics seen in the last {window}; '
+        f'<p class="meta">{counted} seen in the last {window}; '
         f'updated {stamp}, reloads every {format_value(refresh)} s.</p>',
         '<form method="get" action="/"><label>Filter by name '
         f'<input type="search" id="filter" name="filter" '

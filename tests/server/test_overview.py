@@ -96,6 +96,7 @@ def test_filter_keeps_matching_names_in_any_case() -> None:
     assert 'API.hits' in page
     assert 'db.query' not in page
     assert 'value="api"' in page
+    assert '1 of 2 metrics seen' in page
     assert matches('Some.Name', 'e.n')
     assert not matches('some', 'other')
 

@@ -84,6 +84,7 @@ def test_health_reports_and_sets_the_status() -> None:
     words leave it alone."""
     console, _, _ = make_console()
     assert run(console, 'health') == 'health: up\n'
+    assert run(console, 'health up') == 'health: up\n'
     assert run(console, 'health DOWN') == 'health: down\n'
     assert not console.status.healthy
     assert run(console, 'health sideways') == 'health: down\n'
@@ -383,3 +384,41 @@ async def test_stop_before_start_releases_the_sockets() -> None:
     admin2 = AdminServer(console)
     admin2.bind(*address)
     await admin2.stop()
+
+
+async def test_stats_of_a_single_sink_and_a_command_without_newline() -> None:
+    """One sink reports as graphite, like the reference; a client that ends
+    its connection after a command without newline still gets the reply."""
+    async with running_server(admin=('127.0.0.1', 0), default_load_sink=None) as server:
+        reader, writer = await asyncio.open_connection(
+            '127.0.0.1', server.admin_addresses[0][1]
+        )
+        writer.write(b'stats')
+        writer.write_eof()
+        reply = (await asyncio.wait_for(reader.read(), DEFAULT_TIMEOUT)).decode()
+        writer.close()
+    assert 'graphite.flush_length: ' in reply
+    assert reply.endswith('END\n\n')
+
+
+async def test_a_failing_command_closes_only_its_connection(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An unexpected error is logged and ends that connection alone."""
+    def broken() -> list[tuple[str, GraphiteStats]]:
+        raise RuntimeError('backend status unavailable')
+
+    console = Console(Aggregator(AggregatorConfig()), ServerStatus(START), backends=broken)
+    admin = AdminServer(console)
+    admin.bind('127.0.0.1', 0)
+    await admin.start()
+    try:
+        port = admin.addresses[0][1]
+        other_reader, other = await asyncio.open_connection('127.0.0.1', port)
+        assert await talk(port, b'stats\n') == b''
+        other.write(b'health\n')
+        assert await asyncio.wait_for(other_reader.readline(), DEFAULT_TIMEOUT) == b'health: up\n'
+        other.close()
+    finally:
+        await asyncio.wait_for(admin.stop(), DEFAULT_TIMEOUT)
+    assert 'admin console: a connection failed' in caplog.text

@@ -11,6 +11,7 @@ from sprockets_statsd.server.frames import (
     FRAME_COUNT,
     MAX_SET_MEMBERS,
     FrameStore,
+    Series,
     TimerSummary,
 )
 
@@ -232,3 +233,9 @@ def test_series_give_one_point_per_frame_with_gaps() -> None:
     assert by_key['who'].points[-3] == 1
     feed.later(60 * 20)
     assert all(s.current is None for s in feed.store.series())
+
+
+def test_a_series_without_values_has_no_current_value() -> None:
+    """current is the newest value, None when there is none."""
+    assert Series('gauge', 'g', (None, None)).current is None
+    assert Series('gauge', 'g', (1.0, None)).current == 1.0

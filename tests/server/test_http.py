@@ -16,7 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from sprockets_statsd.errors import ConfigurationError
-from sprockets_statsd.server import cli
+from sprockets_statsd.server import _listen, cli
 from sprockets_statsd.server.app import Server, ServerConfig
 from sprockets_statsd.server.config import AggregatorConfig
 from sprockets_statsd.server.http import DEFAULT_LOAD_PORT
@@ -321,3 +321,81 @@ async def test_process_with_gstatsd_load_sink_arguments() -> None:
     assert status == 0, stderr
     assert stdout == b''  # a load sink is a sink: nothing on stdout
     assert not re.search(r'ERROR|Traceback', stderr)
+
+
+async def test_a_flush_the_load_sink_cannot_take_is_logged(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If merging a flush fails, the error is logged and the sinks and the
+    server carry on."""
+    stdout = io.BytesIO()
+    async with running_server(stdout=stdout, default_load_sink=('127.0.0.1', 0),
+                              default_admin=None, flush_interval=60) as server:
+        assert server.frames is not None
+
+        def broken(snapshot: object) -> None:
+            raise RuntimeError('no room')
+
+        monkeypatch.setattr(server.frames, 'add', broken)
+        server.flush()
+    assert 'the load sink could not take in a flush' in caplog.text
+    assert b'statsd.numStats' in stdout.getvalue()
+
+
+def test_bind_tcp_shares_one_free_port_across_families(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A name with an IPv4 and an IPv6 address and port 0: both addresses
+    on one free port, the IPv6 socket IPv6 only."""
+    if not socket.has_ipv6:  # pragma: no cover - IPv6 is there on CI
+        pytest.skip('no IPv6')
+    real = socket.getaddrinfo
+
+    def both(*args: typing.Any, **kwargs: typing.Any) -> typing.Any:
+        return [*real('127.0.0.1', args[1], type=socket.SOCK_STREAM),
+                *real('::1', args[1], type=socket.SOCK_STREAM)]
+
+    monkeypatch.setattr(socket, 'getaddrinfo', both)
+    sockets = _listen.bind_tcp('loopbacks.example', 0)
+    try:
+        assert [sock.family for sock in sockets] == [socket.AF_INET, socket.AF_INET6]
+        assert len({sock.getsockname()[1] for sock in sockets}) == 1
+        assert sockets[1].getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 1
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def test_bind_tcp_binds_each_resolved_address_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A resolver that lists an address twice does not make bind fail, and
+    a failure after the first address closes the first again."""
+    real = socket.getaddrinfo
+
+    def doubled(*args: typing.Any, **kwargs: typing.Any) -> typing.Any:
+        found = real('127.0.0.1', args[1], type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        return found + found
+
+    monkeypatch.setattr(socket, 'getaddrinfo', doubled)
+    sockets = _listen.bind_tcp('twice.example', 0)
+    port = sockets[0].getsockname()[1]
+    assert len(sockets) == 1
+    for sock in sockets:
+        sock.close()
+
+    with socket.socket() as taken:
+        taken.bind(('127.0.0.1', 0))
+        taken.listen()
+        blocked = taken.getsockname()[1]
+
+        def then_taken(*args: typing.Any, **kwargs: typing.Any) -> typing.Any:
+            free = real('127.0.0.1', port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+            used = real('127.0.0.1', blocked, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+            return free + used
+
+        monkeypatch.setattr(socket, 'getaddrinfo', then_taken)
+        with pytest.raises(OSError, match='in use'):
+            _listen.bind_tcp('partly.example', port)
+    monkeypatch.undo()
+    again = _listen.bind_tcp('127.0.0.1', port)  # the first was released
+    for sock in again:
+        sock.close()

@@ -167,7 +167,8 @@ def test_colliding_names_keep_the_first_series(caplog: pytest.LogCaptureFixture)
     """Keys that map to one series: counters win over later kinds, and the
     first key in sorted order wins; the output stays valid."""
     exposed = Exposed()
-    exposed.flush(b'a.b:1|c\na_b:2|c\nx:1|c\nx:5|g\ny:1|c\ny_total:3|g\nz:1|ms\nz_seconds_count:1|g')
+    exposed.flush(b'a.b:1|c\na_b:2|c\nx:1|c\nx:5|g\ny:1|c\ny_total:3|g\nz:1|ms\nz_seconds_count:1|g'
+                  b'\nq_seconds:1|c\nq:1|ms')
     with caplog.at_level(logging.DEBUG, logger='sprockets_statsd.server.prometheus'):
         samples = exposed.samples()
     assert samples[('a_b_total', ())] == 1
@@ -175,7 +176,8 @@ def test_colliding_names_keep_the_first_series(caplog: pytest.LogCaptureFixture)
     assert ('x', ()) not in samples
     assert samples[('y_total', ())] == 1  # the counter's, not the gauge's
     assert samples[('z_seconds_count', ())] == 1
-    assert exposed.collector.collisions == 4
+    assert samples[('q_seconds_total', ())] == 1
+    assert exposed.collector.collisions == 5
     assert 'share a Prometheus series' in caplog.text
 
 

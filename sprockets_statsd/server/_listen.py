@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import errno
+import logging
 import socket
+import typing
 
-__all__ = ['LISTEN_BACKLOG', 'bind_tcp']
+from sprockets_statsd.server.listeners import format_address
+
+__all__ = ['LISTEN_BACKLOG', 'bind_or_warn', 'bind_tcp']
+
+logger = logging.getLogger(__name__)
 
 #: Pending connections the kernel queues: queries and consoles are few.
 LISTEN_BACKLOG = 128
@@ -58,3 +64,32 @@ def bind_tcp(host: str, port: int) -> list[socket.socket]:
             sock.close()
         raise
     return sockets
+
+
+def bind_or_warn(
+    bind: typing.Callable[[str, int], None], host: str, port: int, what: str, required: bool
+) -> None:
+    """Call ``bind(host, port)``; a failure is an error if `required`.
+
+    An address the user asked for must work; a default one that is taken
+    (another server on the same host, say) is logged and skipped.
+
+    :param bind: binds the address, raising :class:`OSError`
+    :param host: the host part
+    :param port: the port
+    :param what: what is bound, for the messages
+    :param required: whether a failure stops the server
+    :raises OSError: naming the address, when `required`
+    """
+    where = format_address((host or '*', port))
+    try:
+        bind(host, port)
+    except OSError as exc:
+        if required:
+            raise OSError(
+                exc.errno, f'cannot serve {what} on {where}: {exc.strerror or exc}'
+            ) from exc
+        logger.warning(
+            'cannot serve %s on its default address %s (%s); running without it',
+            what, where, exc.strerror or exc,
+        )

@@ -14,6 +14,7 @@ import typing
 
 from sprockets_statsd.errors import ConfigurationError
 from sprockets_statsd.server import listeners
+from sprockets_statsd.server._listen import bind_or_warn
 from sprockets_statsd.server.admin import (
     DEFAULT_ADMIN_HOST,
     DEFAULT_ADMIN_PORT,
@@ -295,7 +296,7 @@ class Server:
             self.collector = StatsdCollector(config.aggregator.percent_thresholds)
             self.query = QueryService(self.frames, self.collector, self.status)
             for (host, port), required in http:
-                _bind_or_warn(self.query.bind, host, port, 'the load sink', required)
+                bind_or_warn(self.query.bind, host, port, 'the load sink', required)
             if not self.query.addresses:
                 self.frames = self.collector = self.query = None
         address, required = config.admin, True
@@ -307,7 +308,7 @@ class Server:
                 self.aggregator, self.status, config=config, backends=self._backends
             )
             self.admin = AdminServer(console)
-            _bind_or_warn(self.admin.bind, host, port, 'the admin console', required)
+            bind_or_warn(self.admin.bind, host, port, 'the admin console', required)
             if not self.admin.addresses:
                 self.admin = None
 
@@ -414,20 +415,3 @@ class Server:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
-
-def _bind_or_warn(
-    bind: typing.Callable[[str, int], None], host: str, port: int, what: str, required: bool
-) -> None:
-    """Bind `what`; a failure is an error if `required`, else a warning."""
-    where = listeners.format_address((host or '*', port))
-    try:
-        bind(host, port)
-    except OSError as exc:
-        if required:
-            raise OSError(
-                exc.errno, f'cannot serve {what} on {where}: {exc.strerror or exc}'
-            ) from exc
-        logger.warning(
-            'cannot serve %s on its default address %s (%s); running without it',
-            what, where, exc.strerror or exc,
-        )

@@ -188,7 +188,7 @@ async def test_taken_default_ports_only_warn(caplog: pytest.LogCaptureFixture) -
         taken.bind(('127.0.0.1', 0))
         taken.listen()
         port = taken.getsockname()[1]
-        with caplog.at_level(logging.WARNING, logger='sprockets_statsd.server.app'):
+        with caplog.at_level(logging.WARNING, logger='sprockets_statsd.server._listen'):
             async with running_server(
                 default_load_sink=('127.0.0.1', port), default_admin=('127.0.0.1', port),
             ) as server:

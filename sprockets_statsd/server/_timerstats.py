@@ -6,18 +6,30 @@ module does the same with :func:`itertools.accumulate` instead of
 :func:`sum` or :func:`math.fsum`, whose rounding differs (Python 3.12's
 :func:`sum` compensates).  The order of the keys is the reference's
 emission order.
+
+The names of the statistics depend only on the configuration, so they are
+built once per threshold and bin (cached), not once per timer.
+:class:`TimerStatistics` computes a whole flush's statistics on first use
+rather than in :meth:`.Aggregator.flush`: the first reader is a sink's
+render thread, so the event loop never waits for them.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
+import operator
 import re
-from collections.abc import Sequence
+import threading
+import types
+from collections.abc import Callable, Mapping, Sequence
 
 from sprockets_statsd.server._jsnumber import format_js_number, js_round
+from sprockets_statsd.server.config import AggregatorConfig
 
 __all__ = [
+    'TimerStatistics',
     'bin_name',
     'histogram_bins',
     'idle_timer_stats',
@@ -27,8 +39,12 @@ __all__ = [
 
 # ``upper_90``, ``mean_top5``... are selected by ``upper_percent`` etc.
 _PERCENT_KEY = re.compile(r'_(top)?\d+$')
+# Distinct thresholds, bounds and statistic names in use: a handful per
+# configuration, and a process has one configuration (tests a few dozen).
+_NAME_CACHE_SIZE = 1024
 
 
+@functools.lru_cache(maxsize=_NAME_CACHE_SIZE)
 def percent_suffix(pct: float) -> str:
     """Name suffix of a threshold: ``90``, ``99_9``, ``top20``.
 
@@ -37,6 +53,7 @@ def percent_suffix(pct: float) -> str:
     return format_js_number(pct).replace('.', '_', 1).replace('-', 'top', 1)
 
 
+@functools.lru_cache(maxsize=_NAME_CACHE_SIZE)
 def bin_name(bound: float) -> str:
     """Name of a histogram bin: ``bin_10``, ``bin_0_01``, ``bin_inf``.
 
@@ -46,13 +63,35 @@ def bin_name(bound: float) -> str:
     return 'bin_' + text.replace('.', '_', 1)
 
 
+@functools.lru_cache(maxsize=_NAME_CACHE_SIZE)
+def _threshold_names(pct: float) -> tuple[str, str, str, str, str]:
+    """``count_``, ``mean_``, ``upper_``/``lower_``, ``sum_``, ``sum_squares_`` names."""
+    suffix = percent_suffix(pct)
+    return (
+        'count_' + suffix,
+        'mean_' + suffix,
+        ('upper_' if pct > 0 else 'lower_') + suffix,
+        'sum_' + suffix,
+        'sum_squares_' + suffix,
+    )
+
+
+@functools.lru_cache(maxsize=_NAME_CACHE_SIZE)
+def _histogram_key(bound: float) -> str:
+    return 'histogram.' + bin_name(bound)
+
+
+@functools.lru_cache(maxsize=_NAME_CACHE_SIZE)
+def _selected(name: str, wanted: tuple[str, ...]) -> bool:
+    """Whether ``calculated_timer_metrics`` `wanted` keeps statistic `name`."""
+    return _PERCENT_KEY.sub('_percent', name.partition('.')[0]) in wanted
+
+
 def _keep(stats: dict[str, float], wanted: tuple[str, ...] | None) -> dict[str, float]:
     if not wanted:
         return stats
     return {
-        name: value
-        for name, value in stats.items()
-        if _PERCENT_KEY.sub('_percent', name.partition('.')[0]) in wanted
+        name: value for name, value in stats.items() if _selected(name, wanted)
     }
 
 
@@ -86,16 +125,29 @@ def timer_stats(
     n = len(values)
     low = values[0]
     high = values[-1]
-    sums = list(itertools.accumulate(values))
-    squares = list(itertools.accumulate(v * v for v in values))
     stats: dict[str, float] = {}
-    for pct in thresholds:
-        k = n
+    if n == 1:
+        # Every threshold selects the one value: the loop below without
+        # the cumulative sums, which are most of a single value's cost.
+        square = low * low
+        for pct in thresholds:
+            count_name, mean_name, bound_name, sum_name, squares_name = (
+                _threshold_names(pct)
+            )
+            stats[count_name] = 1
+            stats[mean_name] = low
+            stats[bound_name] = high
+            stats[sum_name] = low
+            stats[squares_name] = square
         total = low
-        total_squares = low * low
-        mean = low
-        boundary = high
-        if n > 1:
+        total_squares = square
+        mean = total / n
+        stats['std'] = math.sqrt((low - mean) * (low - mean) / n)
+        median = low
+    else:
+        sums = list(itertools.accumulate(values))
+        squares = list(itertools.accumulate(map(operator.mul, values, values)))
+        for pct in thresholds:
             k = js_round(abs(pct) / 100 * n)
             if k == 0:
                 continue
@@ -110,27 +162,29 @@ def timer_stats(
                 below = n - k - 1
                 total = sums[-1] - (sums[below] if below >= 0 else 0.0)
                 total_squares = squares[-1] - (squares[below] if below >= 0 else 0.0)
-            mean = total / k
-        suffix = percent_suffix(pct)
-        stats['count_' + suffix] = k
-        stats['mean_' + suffix] = mean
-        stats[('upper_' if pct > 0 else 'lower_') + suffix] = boundary
-        stats['sum_' + suffix] = total
-        stats['sum_squares_' + suffix] = total_squares
-    total = sums[-1]
-    mean = total / n
-    diffs = 0.0
-    for v in values:
-        diffs += (v - mean) * (v - mean)
-    mid = n // 2
-    median = values[mid] if n % 2 else (values[mid - 1] + values[mid]) / 2
-    stats['std'] = math.sqrt(diffs / n)
+            count_name, mean_name, bound_name, sum_name, squares_name = (
+                _threshold_names(pct)
+            )
+            stats[count_name] = k
+            stats[mean_name] = total / k
+            stats[bound_name] = boundary
+            stats[sum_name] = total
+            stats[squares_name] = total_squares
+        total = sums[-1]
+        total_squares = squares[-1]
+        mean = total / n
+        diffs = 0.0
+        for v in values:
+            diffs += (v - mean) * (v - mean)
+        stats['std'] = math.sqrt(diffs / n)
+        mid = n // 2
+        median = values[mid] if n % 2 else (values[mid - 1] + values[mid]) / 2
     stats['upper'] = high
     stats['lower'] = low
     stats['count'] = count
     stats['count_ps'] = count / flush_interval
     stats['sum'] = total
-    stats['sum_squares'] = squares[-1]
+    stats['sum_squares'] = total_squares
     stats['mean'] = mean
     stats['median'] = median
     if bins:
@@ -139,7 +193,7 @@ def timer_stats(
             start = i
             while i < n and values[i] < bound:
                 i += 1
-            stats['histogram.' + bin_name(bound)] = i - start
+            stats[_histogram_key(bound)] = i - start
     return _keep(stats, wanted)
 
 
@@ -155,3 +209,81 @@ def histogram_bins(
         if metric in key:
             return bins
     return ()
+
+
+class TimerStatistics:
+    """The statistics of one flush's timers, computed once, when first read.
+
+    Safe to read from several threads: the first reader computes, the
+    others wait for its result.
+
+    :param timers: the raw values of each timer, sorted; empty for an idle
+        timer
+    :param counts: the rate-scaled sample count of each timer
+    :param config: thresholds, histograms, the flush interval and
+        ``calculated_timer_metrics``
+    :param clock: monotonic clock in seconds, to measure the computation
+    """
+
+    def __init__(
+        self,
+        timers: Mapping[str, Sequence[float]],
+        counts: Mapping[str, float],
+        config: AggregatorConfig,
+        clock: Callable[[], float],
+    ) -> None:
+        self._timers = timers
+        self._counts = counts
+        self._config = config
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._result: tuple[Mapping[str, Mapping[str, float]], int] | None = None
+
+    @property
+    def data(self) -> Mapping[str, Mapping[str, float]]:
+        """Each timer's statistics, in emission order (see :func:`timer_stats`)."""
+        return self._computed()[0]
+
+    @property
+    def processing_time(self) -> int:
+        """Whole milliseconds the computation took."""
+        return self._computed()[1]
+
+    def _computed(self) -> tuple[Mapping[str, Mapping[str, float]], int]:
+        result = self._result
+        if result is None:
+            with self._lock:
+                result = self._result
+                if result is None:
+                    result = self._result = self._compute()
+        return result
+
+    def _compute(self) -> tuple[Mapping[str, Mapping[str, float]], int]:
+        start = self._clock()
+        config = self._config
+        interval = config.flush_interval
+        thresholds = config.percent_thresholds
+        histograms = config.histograms
+        wanted = config.calculated_timer_metrics
+        counts = self._counts
+        idle: Mapping[str, float] | None = None
+        data: dict[str, Mapping[str, float]] = {}
+        for key, values in self._timers.items():
+            if values:
+                data[key] = types.MappingProxyType(
+                    timer_stats(
+                        values,
+                        counts[key],
+                        interval,
+                        thresholds,
+                        histogram_bins(key, histograms) if histograms else (),
+                        wanted,
+                    )
+                )
+            else:
+                # Idle timers all have the same read-only statistics.
+                if idle is None:
+                    idle = types.MappingProxyType(idle_timer_stats(wanted))
+                data[key] = idle
+        elapsed = js_round((self._clock() - start) * 1000)
+        return types.MappingProxyType(data), elapsed

@@ -7,7 +7,9 @@ received names map to stored keys, and ``value|type[|@rate]`` pieces map
 to parsed tuples, so a repeated ``1|c`` is parsed once.  Both memos are
 bounded.  :meth:`Aggregator.flush` then reproduces the reference's
 ``flushMetrics``: the lag gauge, ``process_metrics``, a snapshot for the
-sinks, and the idle rules.
+sinks, and the idle rules.  The timer statistics of ``process_metrics``
+are computed by the snapshot's first reader (a sink's render thread), not
+on the event loop.
 """
 
 from __future__ import annotations
@@ -71,18 +73,16 @@ class Snapshot:
     :param timers: the raw values of each timer, sorted; empty for an idle
         timer that is still kept
     :param timer_counters: rate-scaled sample counts of each timer
-    :param timer_data: the computed statistics of each timer, in emission
-        order (``count_90`` ... ``median``, ``histogram.bin_*``), filtered
-        by ``calculated_timer_metrics``
     :param gauges: current gauge values, ``<prefix_stats>.timestamp_lag``
         included from the second flush on
     :param sets: the distinct members of each set
-    :param processing_time: whole milliseconds spent computing timer data
     :param timestamp_lag: this flush's spacing minus the expected one, in
         seconds; ``None`` on the first flush
     :param bad_lines_seen: the ``<prefix_stats>.bad_lines_seen`` counter
     :param packets_received: the ``<prefix_stats>.packets_received`` counter
     :param metrics_received: the ``<prefix_stats>.metrics_received`` counter
+    :param timer_statistics: computes :attr:`timer_data` and
+        :attr:`processing_time` when first read
     """
 
     timestamp: int
@@ -91,21 +91,44 @@ class Snapshot:
     counter_rates: Mapping[str, float]
     timers: Mapping[str, tuple[float, ...]]
     timer_counters: Mapping[str, float]
-    timer_data: Mapping[str, Mapping[str, float]]
     gauges: Mapping[str, float]
     sets: Mapping[str, frozenset[str]]
-    processing_time: int
     timestamp_lag: float | None
     bad_lines_seen: float
     packets_received: float
     metrics_received: float
+    timer_statistics: _timerstats.TimerStatistics = dataclasses.field(
+        repr=False, compare=False
+    )
+
+    # The statistics are computed on first read, which is a sink's render
+    # thread: flush() on the event loop only swaps dictionaries.
+
+    @property
+    def timer_data(self) -> Mapping[str, Mapping[str, float]]:
+        """The computed statistics of each timer, in emission order.
+
+        ``count_90`` ... ``median``, ``histogram.bin_*``, filtered by
+        ``calculated_timer_metrics``.  The first read computes them (once,
+        whichever thread reads), so it may take a while for many timers.
+        """
+        return self.timer_statistics.data
+
+    @property
+    def processing_time(self) -> int:
+        """Whole milliseconds spent computing :attr:`timer_data`.
+
+        Reading it computes :attr:`timer_data` if no one has yet.
+        """
+        return self.timer_statistics.processing_time
 
     @property
     def num_stats(self) -> int:
         """Keys flushed: counters, timers, gauges and sets (``numStats``)."""
+        # timer_data has the keys of timers; reading it would compute it.
         return (
             len(self.counters)
-            + len(self.timer_data)
+            + len(self.timers)
             + len(self.gauges)
             + len(self.sets)
         )
@@ -328,10 +351,13 @@ class Aggregator:
         return names
 
     def flush(self, now: float) -> Snapshot:
-        """Close the current interval and compute its statistics.
+        """Close the current interval and take its data for the sinks.
 
         Afterwards counters are zeroed, timers and sets emptied, and idle
-        keys deleted as configured; gauges persist.
+        keys deleted as configured; gauges persist.  The timer statistics
+        are left to the snapshot's first reader of
+        :attr:`Snapshot.timer_data`, so this costs a copy of each
+        dictionary and a sort of each timer's values.
 
         :param now: wall-clock time of this flush, seconds since the epoch
         :returns: the interval's data for the sinks
@@ -351,28 +377,14 @@ class Aggregator:
             )
             self._bad_example = None
 
-        start = self._timer()
         interval = config.flush_interval
         counter_rates = {k: v / interval for k, v in self._counters.items()}
-        timers: dict[str, tuple[float, ...]] = {}
-        timer_data: dict[str, Mapping[str, float]] = {}
-        wanted = config.calculated_timer_metrics
+        timer_values: dict[str, tuple[float, ...]] = {}
         for key, values in self._timers.items():
             values.sort()
-            timers[key] = tuple(values)
-            if values:
-                stats = _timerstats.timer_stats(
-                    values,
-                    self._timer_counters[key],
-                    interval,
-                    config.percent_thresholds,
-                    _timerstats.histogram_bins(key, config.histograms),
-                    wanted,
-                )
-            else:
-                stats = _timerstats.idle_timer_stats(wanted)
-            timer_data[key] = types.MappingProxyType(stats)
-        processing_time = js_round((self._timer() - start) * 1000)
+            timer_values[key] = tuple(values)
+        timers = types.MappingProxyType(timer_values)
+        timer_counters = _frozen(self._timer_counters)
 
         counters = self._counters
         snapshot = Snapshot(
@@ -380,18 +392,19 @@ class Aggregator:
             flush_interval=interval,
             counters=_frozen(counters),
             counter_rates=types.MappingProxyType(counter_rates),
-            timers=types.MappingProxyType(timers),
-            timer_counters=_frozen(self._timer_counters),
-            timer_data=types.MappingProxyType(timer_data),
+            timers=timers,
+            timer_counters=timer_counters,
             gauges=_frozen(self._gauges),
             sets=types.MappingProxyType(
                 {k: frozenset(v) for k, v in self._sets.items()}
             ),
-            processing_time=processing_time,
             timestamp_lag=lag,
             bad_lines_seen=counters[self._bad_key],
             packets_received=counters[self._packets_key],
             metrics_received=counters[self._metrics_key],
+            timer_statistics=_timerstats.TimerStatistics(
+                timers, timer_counters, config, self._timer
+            ),
         )
         self._reset()
         return snapshot

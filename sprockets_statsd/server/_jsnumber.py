@@ -38,7 +38,19 @@ def format_js_number(x: float) -> str:
     :param x: the value to format
     :returns: the text JavaScript would produce
     """
-    x = float(x)  # ints (counts) are welcome too
+    text = repr(float(x))  # ints (counts) are welcome too
+    # Fast path, the common case: from 1e-4 to below 1e16 repr() writes
+    # plain digits, the same as JavaScript apart from a trailing ".0" on
+    # whole numbers; "e" marks an exponent and "n" nan or inf.
+    if 'e' in text or 'n' in text:
+        return _format_general(float(x))
+    if text[-2:] == '.0':
+        return '0' if text == '-0.0' else text[:-2]
+    return text
+
+
+def _format_general(x: float) -> str:
+    """:func:`format_js_number` for any float, by digits and exponent."""
     if x != x:
         return 'NaN'
     if x in (math.inf, -math.inf):
@@ -46,8 +58,8 @@ def format_js_number(x: float) -> str:
     if x == 0:
         return '0'  # covers -0, which JavaScript also prints as 0
     if x.is_integer() and -_EXACT_INTEGER < x < _EXACT_INTEGER:
-        # Fast path for the common case; below 2**53 the integer's own
-        # digits are the shortest round-trip form.
+        # Below 2**53 the integer's own digits are the shortest round-trip
+        # form.
         return str(int(x))
     sign = '-' if x < 0 else ''
     mantissa, _, exp_text = repr(abs(x)).partition('e')

@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8'
 
 _COUNTER_DOC = 'statsd counter: the total since the server started'
-_TIMER_DOC = 'statsd timer: quantiles of the last flush, totals since the start'
+_TIMER_DOC = 'statsd timer: quantiles of the latest flush with values, totals since the start'
 _GAUGE_DOC = 'statsd gauge'
 _SET_DOC = 'statsd set: distinct members in the last flush'
 

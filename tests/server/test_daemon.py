@@ -358,3 +358,146 @@ def test_daemonize_without_python_daemon(root_logging: logging.Logger, tmp_path:
     with pytest.raises(ConfigurationError, match='--daemonize needs python-daemon'):
         daemon.run(main, daemonize=True, pidfile=str(pidfile))
     assert not pidfile.exists()
+
+
+def test_pid_file_in_a_missing_directory(tmp_path: pathlib.Path) -> None:
+    """A pid file that cannot be created is a PidFileError naming the path
+    and the fix."""
+    path = tmp_path / 'missing' / 'statsd.pid'
+    with pytest.raises(daemon.PidFileError, match='create its directory') as exc:
+        daemon.PidFile(str(path)).acquire()
+    assert str(path) in str(exc.value)
+
+
+def test_acquire_twice_and_release_twice(tmp_path: pathlib.Path) -> None:
+    """Acquiring a held lock again and releasing a released one do nothing."""
+    pid_file = daemon.PidFile(str(tmp_path / 'statsd.pid'))
+    pid_file.acquire()
+    fd = pid_file.fileno()
+    pid_file.acquire()
+    assert pid_file.fileno() == fd
+    pid_file.release()
+    pid_file.release()
+    with pytest.raises(RuntimeError):
+        pid_file.fileno()
+
+
+def test_pid_file_replaced_while_locking(tmp_path: pathlib.Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the locked file turns out to have been replaced (a stopping
+    server removed it meanwhile), acquire tries the new file; if that keeps
+    happening it gives up with an error."""
+    checks: list[bool] = [False]
+    real = daemon._same_file
+    monkeypatch.setattr(daemon, '_same_file',
+                        lambda fd, path: checks.pop() if checks else real(fd, path))
+    with daemon.PidFile(str(tmp_path / 'statsd.pid')):
+        assert checks == []
+    monkeypatch.setattr(daemon, '_same_file', lambda fd, path: False)
+    with pytest.raises(daemon.PidFileError, match='keeps being replaced'):
+        daemon.PidFile(str(tmp_path / 'statsd.pid')).acquire()
+
+
+def test_forked_child_leaves_the_pid_file(tmp_path: pathlib.Path) -> None:
+    """A forked child that releases the PidFile it inherited neither removes
+    the file nor drops the lock: only the process that wrote it does."""
+    path = tmp_path / 'statsd.pid'
+    with daemon.PidFile(str(path)) as pid_file:
+        child = os.fork()
+        if child == 0:  # pragma: no cover - the child's coverage is not collected
+            try:
+                pid_file.release()
+            finally:
+                os._exit(0)
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert read_pid(path) == os.getpid()
+        with pytest.raises(daemon.PidFileError, match='held by a running server'):
+            daemon.PidFile(str(path)).acquire()
+    assert not path.exists()
+
+
+def test_log_files_are_kept_across_detaching(root_logging: logging.Logger,
+                                             tmp_path: pathlib.Path) -> None:
+    """The descriptors python-daemon must not close are the log file's; the
+    standard streams (redirected to /dev/null instead) are not listed."""
+    handler = logs.configure_logging(logging.INFO, str(tmp_path / 'statsd.log'))
+    assert isinstance(handler, logs.ReopenableFileHandler)
+    assert handler.stream is not None
+    stderr = logging.StreamHandler(sys.stderr)
+    root_logging.addHandler(stderr)
+    assert handler.stream.fileno() in daemon._kept_descriptors()
+    assert 2 not in daemon._kept_descriptors()
+
+
+class _FakeContext:
+    """Stands in for python-daemon's DaemonContext: records, never forks."""
+
+    made: typing.ClassVar[list[_FakeContext]] = []
+
+    def __init__(self, **kwargs: typing.Any) -> None:
+        self.kwargs = kwargs
+        self.events: list[str] = []
+        self.made.append(self)
+
+    def open(self) -> None:
+        self.events.append('open')
+
+    def close(self) -> None:
+        self.events.append('close')
+
+
+def test_detach_arguments(root_logging: logging.Logger, tmp_path: pathlib.Path,
+                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """What run() asks python-daemon for: a detached process that keeps the
+    log file and the locked pid file open, keeps the umask, ignores SIGHUP
+    until the loop handles it; the pid is written after detaching and the
+    context closed at the end."""
+    fake = type(sys)('daemon')
+    fake.DaemonContext = _FakeContext  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, 'daemon', fake)
+    _FakeContext.made.clear()
+    handler = logs.configure_logging(logging.INFO, str(tmp_path / 'statsd.log'))
+    assert isinstance(handler, logs.ReopenableFileHandler)
+    assert handler.stream is not None
+    pidfile = tmp_path / 'statsd.pid'
+    kept: set[str] = set()
+    old_umask = os.umask(0o027)
+    try:
+        async def main() -> int:
+            assert _FakeContext.made[0].events == ['open']
+            assert read_pid(pidfile) == os.getpid()
+            kept.update(os.readlink(f'/proc/self/fd/{fd}')
+                        for fd in _FakeContext.made[0].kwargs['files_preserve'])
+            return 3
+
+        assert daemon.run(main, daemonize=True, pidfile=str(pidfile)) == 3
+    finally:
+        os.umask(old_umask)
+    (context,) = _FakeContext.made
+    assert context.events == ['open', 'close']
+    kwargs = context.kwargs
+    assert kwargs['detach_process'] is True
+    assert kwargs['umask'] == 0o027
+    assert {str(tmp_path / 'statsd.log'), str(pidfile)} <= kept
+    assert kwargs['signal_map'][signal.SIGHUP] is None
+    assert kwargs['signal_map'][signal.SIGTERM] == 'terminate'
+    assert not pidfile.exists()
+    assert [r['msg'] for r in log_records(tmp_path / 'statsd.log')] == ['running as a daemon']
+
+
+def test_detach_without_a_log_file_warns(root_logging: logging.Logger,
+                                         monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """Daemonizing while logging to standard error says, on standard error
+    and before detaching, that the log will be lost."""
+    fake = type(sys)('daemon')
+    fake.DaemonContext = _FakeContext  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, 'daemon', fake)
+    logs.configure_logging(logging.WARNING)
+
+    async def main() -> int:
+        return 0
+
+    assert daemon.run(main, daemonize=True) == 0
+    assert 'daemonizing without a log file' in capsys.readouterr().err

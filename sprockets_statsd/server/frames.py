@@ -16,7 +16,7 @@ import collections
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 
 from sprockets_statsd.errors import ConfigurationError
 from sprockets_statsd.server.aggregator import Snapshot
@@ -27,6 +27,7 @@ __all__ = [
     'MAX_SET_MEMBERS',
     'Frame',
     'FrameStore',
+    'Listing',
     'Series',
     'TimerSummary',
     'Window',
@@ -142,10 +143,14 @@ class Window:
 
     def counters(self) -> dict[str, float]:
         """Each counter summed over the window."""
-        totals: dict[str, float] = {}
-        for frame in self.frames:
+        if not self.frames:
+            return {}
+        # The first frame is copied whole, in C; the others are folded in.
+        totals = dict(self.frames[0].counters)
+        get = totals.get
+        for frame in self.frames[1:]:
             for key, value in frame.counters.items():
-                totals[key] = totals.get(key, 0.0) + value
+                totals[key] = get(key, 0.0) + value
         return totals
 
     def timers(self) -> dict[str, TimerSummary]:
@@ -201,6 +206,20 @@ class Window:
         for key, count in self.sets().items():
             stat[f'stats.sets.{key}.count'] = count
         return stat
+
+
+@dataclasses.dataclass
+class Listing:
+    """Some of the series of the kept frames.
+
+    :param series: the series built, in order
+    :param matched: the keys that matched, built or not
+    :param total: every key of the kept frames
+    """
+
+    series: list[Series]
+    matched: int
+    total: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -296,12 +315,20 @@ class FrameStore:
         first = last - count + 1
         return Window(tuple(f for f in self._frames if first <= f.index <= last))
 
-    def series(self) -> list[Series]:
-        """Every metric of the kept frames with one point per frame.
+    def series(
+        self,
+        match: Callable[[str], bool] | None = None,
+        limit: int | None = None,
+    ) -> Listing:
+        """The metrics of the kept frames, with one point per frame.
 
         The points cover the :attr:`frame_count` frames up to and including
         the current one.  Ordered by kind (counters, timers, gauges, sets),
-        then by key.
+        then by key.  Only the series returned are built, so a page of a
+        few hundred costs little however many keys there are.
+
+        :param match: keep only the keys it accepts
+        :param limit: build at most this many series
         """
         current = self.current_index()
         first = current - self.frame_count + 1
@@ -309,24 +336,41 @@ class FrameStore:
         for frame in self._frames:
             if first <= frame.index <= current:
                 slots[frame.index - first] = frame
-
-        def collect(
-            kind: str, values: Callable[[Frame], Mapping[str, float]]
-        ) -> Iterable[Series]:
+        frames = [f for f in slots if f is not None]
+        listing = Listing([], 0, 0)
+        for kind, mapping, value in _KINDS:
             keys: set[str] = set()
-            per_frame = [values(f) if f is not None else {} for f in slots]
-            for mapping in per_frame:
-                keys.update(mapping)
-            for key in sorted(keys):
-                yield Series(kind, key, tuple(m.get(key) for m in per_frame))
+            for frame in frames:
+                keys.update(mapping(frame))
+            chosen = sorted(filter(match, keys) if match else keys)
+            listing.total += len(keys)
+            listing.matched += len(chosen)
+            room = len(chosen) if limit is None else limit - len(listing.series)
+            listing.series.extend(
+                Series(kind, key, tuple(
+                    value(f, key) if f is not None else None for f in slots
+                ))
+                for key in chosen[:max(room, 0)]
+            )
+        return listing
 
-        found: list[Series] = []
-        found.extend(collect('counter', lambda f: f.counters))
-        found.extend(collect('timer', lambda f: {
-            k: t[0] / t[4] for k, t in f.timers.items()
-        }))
-        found.extend(collect('gauge', lambda f: f.gauges))
-        found.extend(collect('set', lambda f: {
-            k: max(len(m), f.set_peaks[k]) for k, m in f.sets.items()
-        }))
-        return found
+
+def _timer_mean(frame: Frame, key: str) -> float | None:
+    held = frame.timers.get(key)
+    return held[0] / held[4] if held else None
+
+
+def _set_size(frame: Frame, key: str) -> float | None:
+    held = frame.sets.get(key)
+    return max(len(held), frame.set_peaks[key]) if held is not None else None
+
+
+#: Each kind's name, its keys in a frame, and its value in a frame.
+_KINDS: tuple[tuple[
+    str, Callable[[Frame], Iterable[str]], Callable[[Frame, str], float | None]
+], ...] = (
+    ('counter', lambda f: f.counters, lambda f, k: f.counters.get(k)),
+    ('timer', lambda f: f.timers, _timer_mean),
+    ('gauge', lambda f: f.gauges, lambda f, k: f.gauges.get(k)),
+    ('set', lambda f: f.sets, _set_size),
+)

@@ -3,11 +3,13 @@
 ``/N`` and ``/N/full`` (gstatsd's load sink, JSON), ``/`` (the overview
 page), ``/metrics`` (Prometheus) and ``/health``.  Every handler runs on
 the event loop that also receives and flushes, so a reply never sees a
-half-merged flush.
+half-merged flush; only the Prometheus text is rendered in a thread, from
+state that each flush replaces whole.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -21,7 +23,7 @@ from prometheus_client.exposition import generate_latest
 
 from sprockets_statsd.server._listen import bind_tcp
 from sprockets_statsd.server.frames import FrameStore
-from sprockets_statsd.server.overview import DEFAULT_REFRESH, render_overview
+from sprockets_statsd.server.overview import DEFAULT_REFRESH, MAX_ROWS, matches, render_overview
 from sprockets_statsd.server.prometheus import CONTENT_TYPE, StatsdCollector
 from sprockets_statsd.server.status import ServerStatus
 
@@ -97,10 +99,12 @@ class _LoadHandler(_Handler):
 class _OverviewHandler(_Handler):
     def get(self) -> None:
         frames = self.service.frames
+        text = self.get_argument('filter', '')[:_MAX_FILTER]
         page = render_overview(
-            frames.series(),
-            filter_text=self.get_argument('filter', '')[:_MAX_FILTER],
+            frames.series(lambda key: matches(key, text), MAX_ROWS),
+            filter_text=text,
             frame_length=frames.frame_length,
+            frame_count=frames.frame_count,
             refresh=self.service.refresh,
         )
         self.set_header('Content-Type', 'text/html; charset=utf-8')
@@ -108,9 +112,10 @@ class _OverviewHandler(_Handler):
 
 
 class _MetricsHandler(_Handler):
-    def get(self) -> None:
+    async def get(self) -> None:
+        body = await self.service.exposition()
         self.set_header('Content-Type', CONTENT_TYPE)
-        self.finish(generate_latest(self.service.registry))
+        self.finish(body)
 
 
 class _HealthHandler(_Handler):
@@ -172,6 +177,27 @@ class QueryService:
         )
         self._sockets: list[socket.socket] = []
         self._server: tornado.httpserver.HTTPServer | None = None
+        self._exposition: tuple[int, bytes] | None = None
+
+    async def exposition(self) -> bytes:
+        """The Prometheus text of the latest flush.
+
+        Rendered in a worker thread, since a hundred thousand keys take
+        seconds of pure Python that must not stall receiving (the
+        collector's state is immutable per flush, so the thread reads a
+        consistent one), and once per flush: scrapes in between share it.
+        """
+        generation = self.collector.generation
+        cached = self._exposition
+        if cached is not None and cached[0] == generation:
+            return cached[1]
+        body = await asyncio.get_running_loop().run_in_executor(
+            None, generate_latest, self.registry
+        )
+        # Filed under the generation seen before rendering: if a flush came
+        # in meanwhile, the next scrape renders again.
+        self._exposition = (generation, body)
+        return body
 
     @property
     def addresses(self) -> list[typing.Any]:

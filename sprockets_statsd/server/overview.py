@@ -7,7 +7,7 @@ import math
 import time
 from collections.abc import Sequence
 
-from sprockets_statsd.server.frames import Series
+from sprockets_statsd.server.frames import Listing
 
 __all__ = [
     'DEFAULT_REFRESH',
@@ -130,34 +130,33 @@ def sparkline(points: Sequence[float | None]) -> str:
 
 
 def render_overview(
-    series: Sequence[Series],
+    listing: Listing,
     *,
     filter_text: str = '',
     frame_length: float = 60.0,
+    frame_count: int = 15,
     now: float | None = None,
     refresh: float = DEFAULT_REFRESH,
-    max_rows: int = MAX_ROWS,
 ) -> str:
     """The overview page of the metrics of the kept frames.
 
-    :param series: every metric with its points, from
-        :meth:`.FrameStore.series`
-    :param filter_text: show only keys containing this (any case)
+    :param listing: the metrics to show (already filtered and cut to at
+        most :data:`MAX_ROWS`), from :meth:`.FrameStore.series`
+    :param filter_text: the filter the listing was made with, shown in
+        the form
     :param frame_length: seconds per frame, for the explanation
+    :param frame_count: frames kept, for the explanation
     :param now: unix seconds of the page, for the explanation
     :param refresh: seconds until the page reloads itself
-    :param max_rows: metrics listed at most
     :returns: a complete HTML document
     """
     now = time.time() if now is None else now
-    chosen = [s for s in series if matches(s.key, filter_text)]
-    shown = chosen[:max_rows]
-    frames = len(series[0].points) if series else 0
-    window = f'{frames} frames of {format_value(frame_length)} s' if frames else 'no frames yet'
+    shown = listing.series
+    window = f'{frame_count} frames of {format_value(frame_length)} s'
     stamp = time.strftime('%H:%M:%S UTC', time.gmtime(now))
-    counted = f'{len(series)} metrics'
+    counted = f'{listing.total} metrics'
     if filter_text:
-        counted = f'{len(chosen)} of {len(series)} metrics'
+        counted = f'{listing.matched} of {listing.total} metrics'
     delay = max(int(refresh * 1000), 100)
     out = [
         '<!DOCTYPE html>',
@@ -194,8 +193,8 @@ def render_overview(
     else:
         out.append('<p class="empty">No metrics yet: they appear after the '
                    'next flush.</p>')
-    if len(chosen) > len(shown):
-        out.append(f'<p class="more">Showing {len(shown)} of {len(chosen)}: '
+    if listing.matched > len(shown):
+        out.append(f'<p class="more">Showing {len(shown)} of {listing.matched}: '
                    'narrow the filter to see the others.</p>')
     out.append(
         '<footer>JSON: <a href="/1">/1</a> <a href="/5">/5</a> '

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import typing
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from prometheus_client.metrics_core import Metric
@@ -89,7 +90,7 @@ def prometheus_labels(key: str) -> dict[str, str]:
 
 def _quantiles(
     values: Sequence[float], thresholds: Sequence[float]
-) -> list[tuple[float, float]]:
+) -> tuple[tuple[float, float], ...]:
     """``(quantile, seconds)`` for each threshold, as statsd computes them.
 
     A positive threshold P gives ``upper_P``, the largest of the lowest P
@@ -110,22 +111,28 @@ def _quantiles(
             continue  # too few values, as statsd leaves it out too
         value = values[k - 1] if pct > 0 else values[n - k]
         found.append((quantile, value / 1000))
-    return sorted(found)
+    return tuple(sorted(found))
 
 
 def _format_quantile(quantile: float) -> str:
     return repr(round(quantile, 6))
 
 
-class _Timer:
+class _Timer(typing.NamedTuple):
     """A timer's running totals and its latest quantiles."""
 
-    __slots__ = ('count', 'quantiles', 'seconds')
+    count_total: float = 0.0
+    seconds_total: float = 0.0
+    quantiles: tuple[tuple[float, float], ...] = ()
 
-    def __init__(self) -> None:
-        self.count = 0.0
-        self.seconds = 0.0
-        self.quantiles: list[tuple[float, float]] = []
+
+class _State(typing.NamedTuple):
+    """Everything a scrape reads, replaced as a whole by each flush."""
+
+    counters: Mapping[str, float] = {}
+    timers: Mapping[str, _Timer] = {}
+    gauges: Mapping[str, float] = {}
+    sets: Mapping[str, int] = {}
 
 
 class StatsdCollector(Collector):
@@ -133,17 +140,17 @@ class StatsdCollector(Collector):
 
     Register it with its own :class:`~prometheus_client.CollectorRegistry`
     (never the global one, so that several servers can run in one
-    process).  Feed it from the event loop and scrape it there as well.
+    process).  Feed it from one thread; scrapes may run in any thread,
+    since each flush replaces the state a scrape reads in one assignment.
 
     :param percent_thresholds: the timer percentiles to expose as quantiles
     """
 
     def __init__(self, percent_thresholds: Sequence[float] = (90.0,)) -> None:
         self._thresholds = tuple(percent_thresholds)
-        self._counters: dict[str, float] = {}
-        self._timers: dict[str, _Timer] = {}
-        self._gauges: Mapping[str, float] = {}
-        self._sets: dict[str, int] = {}
+        self._state = _State()
+        #: Flushes taken in: a scrape's output changes only when it does.
+        self.generation = 0
         #: Keys left out of the latest scrape because their Prometheus
         #: series was already taken by another key.
         self.collisions = 0
@@ -153,25 +160,28 @@ class StatsdCollector(Collector):
 
         :param snapshot: the flush, from :meth:`.Aggregator.flush`
         """
-        old = self._counters
-        self._counters = {
-            key: old.get(key, 0.0) + value for key, value in snapshot.counters.items()
+        old = self._state
+        counters = {
+            key: old.counters.get(key, 0.0) + value
+            for key, value in snapshot.counters.items()
         }
         timers: dict[str, _Timer] = {}
         for key, values in snapshot.timers.items():
-            timer = self._timers.get(key) or _Timer()
+            timer = old.timers.get(key) or _Timer()
             count = snapshot.timer_counters[key]
             if values:
                 # Scaled like the count, so that sum / count is the mean.
-                timer.seconds += math.fsum(values) / 1000 * (count / len(values))
+                seconds = math.fsum(values) / 1000 * (count / len(values))
                 # An idle flush keeps the quantiles of the last busy one,
                 # so that a sparse timer does not flap between data and NaN.
-                timer.quantiles = _quantiles(values, self._thresholds)
-            timer.count += count
-            timers[key] = timer
-        self._timers = timers
-        self._gauges = snapshot.gauges
-        self._sets = {key: len(members) for key, members in snapshot.sets.items()}
+                timer = _Timer(
+                    timer.count_total, timer.seconds_total + seconds,
+                    _quantiles(values, self._thresholds),
+                )
+            timers[key] = timer._replace(count_total=timer.count_total + count)
+        sets = {key: len(members) for key, members in snapshot.sets.items()}
+        self._state = _State(counters, timers, snapshot.gauges, sets)
+        self.generation += 1
 
     def describe(self) -> Iterable[Metric]:
         """Nothing up front: the names are known only once metrics arrive."""
@@ -179,6 +189,7 @@ class StatsdCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         """Build the metric families of the latest flush."""
+        state = self._state  # one flush's state, whatever happens meanwhile
         families: dict[str, Metric] = {}
         taken: set[str] = set()
         seen: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
@@ -211,23 +222,23 @@ class StatsdCollector(Collector):
             seen.add(identity)
             return metric, name, labels
 
-        for key in sorted(self._counters):
+        for key in sorted(state.counters):
             found = family(key, 'counter', _COUNTER_DOC, ('_total',))
             if found:
                 metric, name, labels = found
-                metric.add_sample(name + '_total', labels, self._counters[key])
-        for key in sorted(self._timers):
+                metric.add_sample(name + '_total', labels, state.counters[key])
+        for key in sorted(state.timers):
             found = family(key, 'summary', _TIMER_DOC, ('_sum', '_count'), 'seconds')
             if found:
                 metric, name, labels = found
-                timer = self._timers[key]
+                timer = state.timers[key]
                 for quantile, value in timer.quantiles:
                     metric.add_sample(
                         name, {**labels, 'quantile': _format_quantile(quantile)}, value
                     )
-                metric.add_sample(name + '_sum', labels, timer.seconds)
-                metric.add_sample(name + '_count', labels, timer.count)
-        for doc, mapping in ((_GAUGE_DOC, self._gauges), (_SET_DOC, self._sets)):
+                metric.add_sample(name + '_sum', labels, timer.seconds_total)
+                metric.add_sample(name + '_count', labels, timer.count_total)
+        for doc, mapping in ((_GAUGE_DOC, state.gauges), (_SET_DOC, state.sets)):
             for key in sorted(mapping):
                 found = family(key, 'gauge', doc, ())
                 if found:

@@ -218,7 +218,9 @@ def test_series_give_one_point_per_frame_with_gaps() -> None:
     feed.flush(b'b:1|c\na:2|c\nlat:10|ms\nlat:20|ms\nlevel:3|g\nwho:x|s')
     feed.later(120)
     feed.flush(b'a:5|c\nlat:40|ms')
-    series = feed.store.series()
+    listing = feed.store.series()
+    series = listing.series
+    assert listing.matched == listing.total == len(series)
     kinds = [(s.kind, s.key) for s in series if not s.key.startswith('statsd.')]
     assert kinds == [('counter', 'a'), ('counter', 'b'), ('timer', 'lat'),
                      ('gauge', 'level'), ('set', 'who')]
@@ -232,10 +234,24 @@ def test_series_give_one_point_per_frame_with_gaps() -> None:
     assert by_key['b'].current == 1
     assert by_key['who'].points[-3] == 1
     feed.later(60 * 20)
-    assert all(s.current is None for s in feed.store.series())
+    assert feed.store.series().series == []
 
 
 def test_a_series_without_values_has_no_current_value() -> None:
     """current is the newest value, None when there is none."""
     assert Series('gauge', 'g', (None, None)).current is None
     assert Series('gauge', 'g', (1.0, None)).current == 1.0
+
+
+def test_series_can_be_filtered_and_cut_without_building_the_rest() -> None:
+    """A match function and a limit give the first matching series in
+    order, with the counts of matches and of every key."""
+    feed = Feed()
+    feed.flush(b'\n'.join(b'app.k%02d:1|c' % i for i in range(30)) + b'\napp.t:1|ms\nother:1|g')
+    listing = feed.store.series(lambda key: key.startswith('app.'), 5)
+    assert [s.key for s in listing.series] == [f'app.k{i:02}' for i in range(5)]
+    assert listing.matched == 31
+    assert listing.total == 35  # with other and the three statsd.* counters
+    everything = feed.store.series(limit=40)
+    assert [s.kind for s in everything.series][-2:] == ['timer', 'gauge']
+    assert feed.store.series(limit=0).series == []

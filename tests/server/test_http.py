@@ -73,7 +73,8 @@ def load_server(**settings: typing.Any) -> typing.AsyncContextManager[Server]:
     settings.setdefault('load_sinks', (('127.0.0.1', 0),))
     settings.setdefault('default_admin', None)
     settings.setdefault('frame_length', 0.5)
-    return running_server(flush_interval=0.1, **settings)
+    settings.setdefault('flush_interval', 0.1)
+    return running_server(**settings)
 
 
 async def test_load_sink_answers_n_and_n_full_in_json() -> None:
@@ -399,3 +400,21 @@ def test_bind_tcp_binds_each_resolved_address_once(monkeypatch: pytest.MonkeyPat
     again = _listen.bind_tcp('127.0.0.1', port)  # the first was released
     for sock in again:
         sock.close()
+
+
+async def test_metrics_are_rendered_once_per_flush() -> None:
+    """Scrapes between two flushes share one rendering; a flush makes the
+    next scrape render again, with the new totals."""
+    async with load_server(flush_interval=3600) as server:
+        assert server.query is not None
+        send_udp(server.udp_addresses[0], b'scraped:2|c')
+        await wait_until(lambda: server.aggregator.current_counters().get('scraped') == 2)
+        server.flush()
+        first = await server.query.exposition()
+        assert b'scraped_total 2.0' in first
+        assert await server.query.exposition() is first
+        assert (await get(server, '/metrics')).body == first
+        send_udp(server.udp_addresses[0], b'scraped:3|c')
+        await wait_until(lambda: server.aggregator.current_counters().get('scraped') == 3)
+        server.flush()
+        assert b'scraped_total 5.0' in await server.query.exposition()

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import html.parser
 import re
+import typing
 
 import pytest
 
-from sprockets_statsd.server.frames import Series
+from sprockets_statsd.server.frames import Listing, Series
 from sprockets_statsd.server.overview import (
+    MAX_ROWS,
     format_value,
     matches,
     render_overview,
@@ -58,9 +60,18 @@ def series(key: str, *points: float | None, kind: str = 'counter') -> Series:
     return Series(kind, key, padded)
 
 
+def render(
+    every: list[Series], filter_text: str = '', limit: int = MAX_ROWS, **settings: typing.Any
+) -> str:
+    """The page, with the listing made as the HTTP handler makes it."""
+    chosen = [s for s in every if matches(s.key, filter_text)]
+    listing = Listing(chosen[:limit], len(chosen), len(every))
+    return render_overview(listing, filter_text=filter_text, **settings)
+
+
 def test_page_lists_each_metric_with_value_and_sparkline() -> None:
     """Each metric is a row with its kind, current value and an SVG."""
-    page = render_overview(
+    page = render(
         [series('api.hits', 1, 2, 3), series('lat', 12.5, kind='timer')],
         now=0,
     )
@@ -80,7 +91,7 @@ def test_page_lists_each_metric_with_value_and_sparkline() -> None:
 def test_page_has_no_external_assets_and_refreshes_itself() -> None:
     """Everything is inline: no src= or stylesheet links; the page reloads
     itself by script, or by meta refresh without script."""
-    page = render_overview([series('x', 1)], refresh=7)
+    page = render([series('x', 1)], refresh=7)
     assert not re.search(r'\bsrc=|<link\b|https?://', page)
     assert '<noscript><meta http-equiv="refresh" content="7"></noscript>' in page
     assert 'location.reload()' in page
@@ -90,7 +101,7 @@ def test_page_has_no_external_assets_and_refreshes_itself() -> None:
 def test_filter_keeps_matching_names_in_any_case() -> None:
     """The filter is a case-insensitive substring of the name, and the form
     shows it again."""
-    page = render_overview(
+    page = render(
         [series('API.hits', 1), series('db.query', 2)], filter_text='api'
     )
     assert 'API.hits' in page
@@ -103,7 +114,7 @@ def test_filter_keeps_matching_names_in_any_case() -> None:
 
 def test_names_and_the_filter_are_escaped() -> None:
     """Names and the filter cannot inject markup."""
-    page = render_overview(
+    page = render(
         [series('<script>x</script>;tag="1"', 1)], filter_text='<script>'
     )
     parse(page)
@@ -114,16 +125,15 @@ def test_names_and_the_filter_are_escaped() -> None:
 
 def test_many_metrics_are_cut_with_a_note() -> None:
     """Past max_rows the page says how many are hidden."""
-    page = render_overview([series(f'm{i:03}', i) for i in range(12)], max_rows=5)
+    page = render([series(f'm{i:03}', i) for i in range(12)], limit=5)
     assert page.count('class="metric"') == 5
     assert 'Showing 5 of 12' in page
 
 
 def test_empty_states_explain_themselves() -> None:
     """No metrics yet, or none matching the filter, each get a sentence."""
-    assert 'No metrics yet' in render_overview([])
-    assert 'no frames yet' in render_overview([])
-    page = render_overview([series('a', 1)], filter_text='zzz')
+    assert 'No metrics yet' in render([])
+    page = render([series('a', 1)], filter_text='zzz')
     assert 'No metric name contains' in page
     parse(page)
 

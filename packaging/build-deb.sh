@@ -71,7 +71,7 @@ cd "$src"
 if ! missing=$(dpkg-checkbuilddeps 2>&1); then
     # "dpkg-checkbuilddeps: error: Unmet build dependencies: a (>= 1) b" -> a b
     packages=$(printf '%s\n' "$missing" | sed -n 's/.*Unmet build dependencies: //p' \
-        | sed -e 's/([^)]*)//g' -e 's/<[^>]*>//g' -e 's/|/ /g')
+        | sed -e 's/([^)]*)//g' -e 's/<[^>]*>//g' -e 's/|/ /g' -e 's/:[a-z0-9]*//g')
     if [ -z "$packages" ]; then
         echo "$missing" >&2
         exit 1

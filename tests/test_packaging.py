@@ -27,7 +27,7 @@ BUILD_SCRIPT = ROOT / 'packaging' / 'build-deb.sh'
 BUILD_TIMEOUT = 150
 TOOL_TIMEOUT = 60
 
-APT_LINE = ('apt-get install -y --no-install-recommends debhelper dh-python '
+APT_LINE = ('apt-get install -y --no-install-recommends build-essential debhelper dh-python '
             'pybuild-plugin-pyproject python3-all python3-setuptools python3-wheel '
             'python3-daemon python3-tornado python3-prometheus-client lintian')
 

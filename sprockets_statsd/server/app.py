@@ -228,6 +228,7 @@ class Server:
         if self._started:
             raise RuntimeError('the server was already started')
         self._started = True
+        self.status = ServerStatus(time.time())  # uptime counts from here
         try:
             self._bind()
             self._bind_queries()

@@ -16,7 +16,7 @@ import typing
 
 import sprockets_statsd
 from sprockets_statsd.errors import ConfigurationError
-from sprockets_statsd.server import app
+from sprockets_statsd.server import app, daemon, logs
 from sprockets_statsd.server.config import AggregatorConfig
 
 __all__ = ['build_parser', 'main', 'parse_address', 'settings_from']
@@ -175,6 +175,14 @@ def _timer_metrics(text: str) -> tuple[str, ...]:
     return names
 
 
+def _log_format(text: str) -> str:
+    if text.strip().lower() not in logs.LOG_FORMATS:
+        raise argparse.ArgumentTypeError(
+            f'{text!r}: expected one of {", ".join(logs.LOG_FORMATS)}'
+        )
+    return text.strip().lower()
+
+
 def _log_level(text: str) -> int:
     try:
         return _LOG_LEVELS[text.strip().lower()]
@@ -300,6 +308,20 @@ def _options() -> list[_Option]:
         o(('--gauges-max-ttl',), 'gauges_max_ttl', 'STATSD_GAUGES_MAX_TTL',
           'flushes an idle gauge survives before it is dropped (default 1)',
           field('gauges_max_ttl', int), 'N'),
+        o(('-D', '--daemonize'), 'daemonize', 'STATSD_DAEMONIZE',
+          'detach and run in the background (needs python-daemon); '
+          'systemd and other supervisors run it in the foreground instead',
+          switch=True),
+        o(('--pidfile',), 'pidfile', 'STATSD_PIDFILE',
+          "write the server's pid to PATH, locked while it runs and removed "
+          'on exit; a second server given the same file refuses to start',
+          str, 'PATH'),
+        o(('--log-file',), 'log_file', 'STATSD_LOG_FILE',
+          'append the log to PATH instead of standard error; SIGHUP reopens '
+          'it (after logrotate)', str, 'PATH'),
+        o(('--log-format',), 'log_format', 'STATSD_LOG_FORMAT',
+          'logfmt (key=value pairs, the default) or json; one line per record',
+          _log_format, 'FORMAT'),
         o(('--histogram',), 'histograms', 'STATSD_HISTOGRAM',
           'histogram for timers whose key contains METRIC, with the bins\' '
           'upper bounds (last may be inf); repeatable, first match wins; '
@@ -386,6 +408,30 @@ def _from_environment(
         parser.error(f'environment variable {option.env}: {exc}')
 
 
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything the command line and environment say.
+
+    :param config: the server's configuration
+    :param level: the root logger's level
+    :param daemonize: detach from the terminal (``-D``)
+    :param pidfile: the pid file (``--pidfile``)
+    :param log_file: the log file, instead of standard error (``--log-file``)
+    :param log_format: ``'logfmt'`` or ``'json'`` (``--log-format``)
+    """
+
+    config: app.ServerConfig
+    level: int
+    daemonize: bool = False
+    pidfile: str | None = None
+    log_file: str | None = None
+    log_format: str = 'logfmt'
+
+
+#: Options about the process, not the server: they go to :class:`Settings`.
+_PROCESS_FIELDS = ('daemonize', 'pidfile', 'log_file', 'log_format')
+
+
 def settings_from(
     argv: typing.Sequence[str] | None = None,
     environ: typing.Mapping[str, str] | None = None,
@@ -395,6 +441,20 @@ def settings_from(
     :param argv: the arguments (default ``sys.argv[1:]``)
     :param environ: the environment (default ``os.environ``)
     :returns: the configuration and the log level
+    :raises SystemExit: with status 2 and a one-line message on a bad value
+    """
+    settings = parse_settings(argv, environ)
+    return settings.config, settings.level
+
+
+def parse_settings(
+    argv: typing.Sequence[str] | None = None,
+    environ: typing.Mapping[str, str] | None = None,
+) -> Settings:
+    """Build every setting from arguments and environment.
+
+    :param argv: the arguments (default ``sys.argv[1:]``)
+    :param environ: the environment (default ``os.environ``)
     :raises SystemExit: with status 2 and a one-line message on a bad value
     """
     environ = os.environ if environ is None else environ
@@ -416,6 +476,10 @@ def settings_from(
             parser.error(f'environment variable STATSD_LOG_LEVEL: {exc}')
     else:
         level = logging.WARNING
+    process = {k: values.pop(k) for k in _PROCESS_FIELDS if k in values}
+    if 'unix_socket' in values:
+        # A daemon changes to /: resolve the path against where it started.
+        values['unix_socket'] = os.path.abspath(values['unix_socket'])
     _sinks_and_endpoints(parser, values)
     if args.frame_length is not None:
         values['frame_length'] = args.frame_length
@@ -429,7 +493,7 @@ def settings_from(
         config = app.ServerConfig(aggregator=AggregatorConfig(**aggregator), **values)
     except ConfigurationError as exc:  # pragma: no cover - checked per option
         parser.error(str(exc))
-    return config, level
+    return Settings(config, level, **process)
 
 
 def _sinks_and_endpoints(
@@ -463,25 +527,9 @@ def _sinks_and_endpoints(
         values['admin'] = admin
 
 
-def _configure_logging(level: int) -> None:
-    logging.basicConfig(
-        level=level,
-        stream=sys.stderr,
-        format='%(asctime)s %(levelname)s %(name)s: %(message)s',
-    )
-    # Where the server listens is worth saying even when only warnings are
-    # shown: this module's own lines are few and always wanted.
-    logger.setLevel(min(level, logging.INFO))
-
-
 async def _serve(config: app.ServerConfig) -> int:
     loop = asyncio.get_running_loop()
     server = app.Server(config)
-    try:
-        await server.start()
-    except OSError as exc:
-        logger.error('%s', exc)
-        return 1
     stop = asyncio.Event()
 
     def on_signal(signum: int) -> None:
@@ -492,9 +540,17 @@ async def _serve(config: app.ServerConfig) -> int:
                     signal.Signals(signum).name)
         stop.set()
 
+    # Handlers go in before the sockets are bound: a signal that arrives
+    # during start-up must stop the server, not be lost (a process started
+    # in the background of a shell inherits an ignored SIGINT).
     for signum in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        await server.start()
+    except OSError as exc:
+        logger.error('%s', exc)
+        return 1
     logger.info('sprockets-statsd-server %s', server.describe())
     try:
         await stop.wait()
@@ -509,9 +565,22 @@ def main(argv: typing.Sequence[str] | None = None) -> int:
 
     :param argv: the arguments (default ``sys.argv[1:]``)
     """
-    config, level = settings_from(argv)
-    _configure_logging(level)
+    settings = parse_settings(argv)
     try:
-        return asyncio.run(_serve(config))
+        logs.configure_logging(settings.level, settings.log_file,
+                               log_format=settings.log_format)
+    except ConfigurationError as exc:
+        print(f'sprockets-statsd-server: error: {exc}', file=sys.stderr)
+        return 1
+    # Where the server listens is worth saying even when only warnings are
+    # shown: this module's own lines are few and always wanted.
+    logger.setLevel(min(settings.level, logging.INFO))
+    try:
+        return daemon.run(lambda: _serve(settings.config),
+                          daemonize=settings.daemonize, pidfile=settings.pidfile)
+    except (daemon.PidFileError, ConfigurationError) as exc:
+        # Raised before detaching: the terminal still shows it.
+        print(f'sprockets-statsd-server: error: {exc}', file=sys.stderr)
+        return 1
     except KeyboardInterrupt:  # pragma: no cover - only where signals lack
         return 0

@@ -171,7 +171,11 @@ class CarbonCache(_CarbonDaemon):
         path = self.whisper_dir / (name.replace('.', '/') + '.wsp')
         if not path.exists():
             return []
-        fetched = whisper.fetch(str(path), time.time() - 600)
+        try:
+            fetched = whisper.fetch(str(path), time.time() - 600)
+        except whisper.CorruptWhisperFile:
+            return []  # carbon is still writing the file's header: look again
+
         if fetched is None:
             return []
         return [v for v in fetched[1] if v is not None]

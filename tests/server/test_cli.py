@@ -165,7 +165,6 @@ def test_command_line_wins_over_environment() -> None:
     (['-b', 'host:99999'], '-b/--bind'),
     (['-s', 'host:'], '-s/--sink'),
     (['-s', ':0'], '-s/--sink'),
-    (['-t', 'load'], '-t/--type'),
     (['-t', 'pickle'], '-t/--type'),
     (['-p', '101'], '-p/--percent'),
     (['-x', 'bad prefix'], '-x/--prefix'),

@@ -26,6 +26,7 @@ import types
 from collections.abc import Callable, Mapping, Sequence
 
 from sprockets_statsd.server._jsnumber import format_js_number, js_round
+from sprockets_statsd.server._limits import TimerTotals
 from sprockets_statsd.server.config import AggregatorConfig
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     'idle_timer_stats',
     'percent_suffix',
     'timer_stats',
+    'with_totals',
 ]
 
 # ``upper_90``, ``mean_top5``... are selected by ``upper_percent`` etc.
@@ -197,6 +199,46 @@ def timer_stats(
     return _keep(stats, wanted)
 
 
+def with_totals(
+    stats: dict[str, float],
+    totals: TimerTotals,
+    sampled: int,
+    thresholds: Sequence[float],
+) -> dict[str, float]:
+    """Correct a sampled timer's statistics with its exact totals.
+
+    ``upper``, ``lower``, ``sum``, ``sum_squares``, ``mean`` and ``std``
+    become exact (``std`` from the sums); each threshold's ``count_P`` is
+    exact and its ``sum_P`` and ``sum_squares_P`` are scaled up from the
+    sample; ``mean_P``, the threshold bounds, ``median`` and histogram bins
+    (scaled counts) remain estimates from the sample.
+
+    :param stats: :func:`timer_stats` of the sample, before filtering
+    :param totals: the exact totals of every value received
+    :param sampled: how many values the sample holds
+    :param thresholds: ``percent_thresholds``
+    """
+    n = totals.count
+    scale = n / sampled
+    for pct in thresholds:
+        count_name, _, _, sum_name, squares_name = _threshold_names(pct)
+        if count_name in stats:
+            stats[count_name] = js_round(abs(pct) / 100 * n)
+            stats[sum_name] *= scale
+            stats[squares_name] *= scale
+    mean = totals.total / n
+    stats['upper'] = totals.upper
+    stats['lower'] = totals.lower
+    stats['sum'] = totals.total
+    stats['sum_squares'] = totals.squares
+    stats['mean'] = mean
+    stats['std'] = math.sqrt(max(totals.squares / n - mean * mean, 0.0))
+    for name in stats:
+        if name.startswith('histogram.'):
+            stats[name] = js_round(stats[name] * scale)
+    return stats
+
+
 def histogram_bins(
     key: str, histograms: Sequence[tuple[str, Sequence[float]]]
 ) -> Sequence[float]:
@@ -223,6 +265,7 @@ class TimerStatistics:
     :param config: thresholds, histograms, the flush interval and
         ``calculated_timer_metrics``
     :param clock: monotonic clock in seconds, to measure the computation
+    :param totals: exact totals of the timers whose values were sampled
     """
 
     def __init__(
@@ -231,7 +274,9 @@ class TimerStatistics:
         counts: Mapping[str, float],
         config: AggregatorConfig,
         clock: Callable[[], float],
+        totals: Mapping[str, TimerTotals] | None = None,
     ) -> None:
+        self._totals = totals or {}
         self._timers = timers
         self._counts = counts
         self._config = config
@@ -268,18 +313,20 @@ class TimerStatistics:
         counts = self._counts
         idle: Mapping[str, float] | None = None
         data: dict[str, Mapping[str, float]] = {}
+        totals = self._totals
         for key, values in self._timers.items():
             if values:
-                data[key] = types.MappingProxyType(
-                    timer_stats(
-                        values,
-                        counts[key],
-                        interval,
-                        thresholds,
-                        histogram_bins(key, histograms) if histograms else (),
-                        wanted,
-                    )
-                )
+                bins = histogram_bins(key, histograms) if histograms else ()
+                exact = totals.get(key)
+                if exact is None:
+                    stats = timer_stats(values, counts[key], interval, thresholds,
+                                        bins, wanted)
+                else:
+                    stats = _keep(with_totals(
+                        timer_stats(values, counts[key], interval, thresholds, bins, None),
+                        exact, len(values), thresholds,
+                    ), wanted)
+                data[key] = types.MappingProxyType(stats)
             else:
                 # Idle timers all have the same read-only statistics.
                 if idle is None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import random
 import time
 import types
 from collections.abc import Callable, Mapping
@@ -24,6 +25,7 @@ from typing import Any, Literal, TypeVar
 from sprockets_statsd.errors import MetricParseError
 from sprockets_statsd.server import _timerstats
 from sprockets_statsd.server._jsnumber import js_round
+from sprockets_statsd.server._limits import TimerTotals
 from sprockets_statsd.server.config import AggregatorConfig
 from sprockets_statsd.server.parser import (
     ParsedValue,
@@ -83,6 +85,8 @@ class Snapshot:
     :param metrics_received: the ``<prefix_stats>.metrics_received`` counter
     :param timer_statistics: computes :attr:`timer_data` and
         :attr:`processing_time` when first read
+    :param names_dropped: samples dropped in the interval because their
+        name was new and ``max_names`` names were held
     """
 
     timestamp: int
@@ -100,6 +104,7 @@ class Snapshot:
     timer_statistics: _timerstats.TimerStatistics = dataclasses.field(
         repr=False, compare=False
     )
+    names_dropped: int = 0
 
     # The statistics are computed on first read, which is a sink's render
     # thread: flush() on the event loop only swaps dictionaries.
@@ -142,6 +147,8 @@ class Aggregator:
     :param config: the settings
     :param timer: monotonic clock in seconds, used only to measure
         ``processing_time``
+    :param chooser: the random source that picks which values a timer
+        past ``max_timer_values`` keeps; inject a seeded one in tests
     """
 
     def __init__(
@@ -149,9 +156,15 @@ class Aggregator:
         config: AggregatorConfig,
         *,
         timer: Callable[[], float] = time.perf_counter,
+        chooser: random.Random | None = None,
     ) -> None:
         self._config = config
         self._timer = timer
+        self._chooser = chooser if chooser is not None else random.Random()
+        self._names_dropped_key = f'{config.prefix_stats}.names_dropped'
+        self._names_dropped = 0
+        # Exact totals of the timers that outgrew max_timer_values.
+        self._totals: dict[str, TimerTotals] = {}
         stats = config.prefix_stats
         self._bad_key = f'{stats}.bad_lines_seen'
         self._packets_key = f'{stats}.packets_received'
@@ -173,6 +186,9 @@ class Aggregator:
         self._gauge_max_ttl = config.gauges_max_ttl if config.deletes_gauges else 0
         self._old_timestamp = 0
         self._bad_example: str | None = None
+        # How many more names may be created: one integer on the hot path.
+        self._room = 0
+        self._measure_room()
 
     @property
     def config(self) -> AggregatorConfig:
@@ -201,7 +217,9 @@ class Aggregator:
         keys = self._keys
         pieces = self._pieces
         ttl = self._gauge_max_ttl
-        lines = bad = 0
+        room = self._room
+        kept = self._config.max_timer_values
+        lines = bad = dropped = 0
         for line in packet.decode('utf-8', 'replace').split('\n'):
             if not line:
                 continue
@@ -233,27 +251,50 @@ class Aggregator:
                 if parsed is None:
                     parsed = self._parse_piece(text)
                 kind, number, rate, delta, member = parsed
+                # A new name takes one unit of room; with none left its
+                # samples are dropped and counted, never an unbounded dict.
                 if kind == 'c':
-                    counters[key] = counters.get(key, 0.0) + number * (1 / rate)
+                    count = counters.get(key)
+                    if count is not None:
+                        counters[key] = count + number * (1 / rate)
+                    elif room > 0:
+                        room -= 1
+                        counters[key] = number * (1 / rate)
+                    else:
+                        dropped += 1
                 elif kind == 'ms':
                     samples = timers.get(key)
-                    if samples is None:
+                    if samples is not None:
+                        if len(samples) < kept:
+                            samples.append(number)
+                        else:
+                            self._sample(key, samples, number)
+                        timer_counters[key] += 1 / rate
+                    elif room > 0:
+                        room -= 1
                         timers[key] = [number]
                         timer_counters[key] = 1 / rate
                     else:
-                        samples.append(number)
-                        timer_counters[key] += 1 / rate
+                        dropped += 1
                 elif kind == 'g':
+                    old = gauges.get(key)
+                    if old is None:
+                        if room <= 0:
+                            dropped += 1
+                            continue
+                        room -= 1
                     if ttl:
                         self._gauge_ttl[key] = ttl
-                    old = gauges.get(key)
                     gauges[key] = old + number if old and delta else number
                 elif kind == 's':
                     members = sets.get(key)
-                    if members is None:
+                    if members is not None:
+                        members.add(member)
+                    elif room > 0:
+                        room -= 1
                         sets[key] = {member}
                     else:
-                        members.add(member)
+                        dropped += 1
                 else:
                     bad += 1
                     self._note_bad(line)
@@ -261,6 +302,25 @@ class Aggregator:
         counters[self._metrics_key] += lines
         if bad:
             counters[self._bad_key] += bad
+        self._room = room
+        if dropped:
+            self._names_dropped += dropped
+            # An internal counter: created outside the cap, on first use, so
+            # the output matches the reference until the cap is reached.
+            key = self._names_dropped_key
+            counters[key] = counters.get(key, 0.0) + dropped
+
+    def _sample(self, key: str, samples: list[float], value: float) -> None:
+        """Take `value` into a timer that holds ``max_timer_values`` values."""
+        totals = self._totals.get(key)
+        if totals is None:
+            totals = self._totals[key] = TimerTotals.of(samples)
+        totals.add(value, samples, self._chooser)
+
+    def _measure_room(self) -> None:
+        """Recompute how many names may still be created."""
+        held = len(self._counters) + len(self._timers) + len(self._gauges) + len(self._sets)
+        self._room = self._config.max_names - held
 
     def _make_key(self, raw: str) -> str:
         """Memoised :func:`.parser.make_key`; ``''`` for a bad name."""
@@ -348,6 +408,7 @@ class Aggregator:
                 del self._timer_counters[name]
             elif kind == 'gauges':
                 self._gauge_ttl.pop(name, None)
+        self._measure_room()
         return names
 
     def flush(self, now: float) -> Snapshot:
@@ -376,6 +437,13 @@ class Aggregator:
                 self._bad_example,
             )
             self._bad_example = None
+        names_dropped, self._names_dropped = self._names_dropped, 0
+        if names_dropped:
+            logger.warning(
+                'dropped %d samples of new names in this interval: %d names '
+                'are held (max_names); raise it or delete idle names',
+                names_dropped, config.max_names,
+            )
 
         interval = config.flush_interval
         counter_rates = {k: v / interval for k, v in self._counters.items()}
@@ -403,10 +471,13 @@ class Aggregator:
             packets_received=counters[self._packets_key],
             metrics_received=counters[self._metrics_key],
             timer_statistics=_timerstats.TimerStatistics(
-                timers, timer_counters, config, self._timer
+                timers, timer_counters, config, self._timer, self._totals
             ),
+            names_dropped=names_dropped,
         )
+        self._totals = {}
         self._reset()
+        self._measure_room()
         return snapshot
 
     def _reset(self) -> None:

@@ -308,6 +308,14 @@ def _options() -> list[_Option]:
         o(('--gauges-max-ttl',), 'gauges_max_ttl', 'STATSD_GAUGES_MAX_TTL',
           'flushes an idle gauge survives before it is dropped (default 1)',
           field('gauges_max_ttl', int), 'N'),
+        o(('--max-names',), 'max_names', 'STATSD_MAX_NAMES',
+          'names (counters, timers, gauges, sets) held at once; samples of '
+          'further new names are dropped and counted in statsd.names_dropped '
+          '(default 500000)', field('max_names', int), 'N'),
+        o(('--max-timer-values',), 'max_timer_values', 'STATSD_MAX_TIMER_VALUES',
+          'values kept per timer per interval; beyond it a uniform sample '
+          'is kept and percentiles become estimates (default 100000)',
+          field('max_timer_values', int), 'N'),
         o(('-D', '--daemonize'), 'daemonize', 'STATSD_DAEMONIZE',
           'detach and run in the background (needs python-daemon); '
           'systemd and other supervisors run it in the foreground instead',

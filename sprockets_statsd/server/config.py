@@ -8,7 +8,12 @@ import re
 
 from sprockets_statsd.errors import ConfigurationError
 
-__all__ = ['TIMER_METRIC_NAMES', 'AggregatorConfig']
+__all__ = [
+    'DEFAULT_MAX_NAMES',
+    'DEFAULT_MAX_TIMER_VALUES',
+    'TIMER_METRIC_NAMES',
+    'AggregatorConfig',
+]
 
 #: Names accepted in :attr:`AggregatorConfig.calculated_timer_metrics`; the
 #: ``_percent`` forms select every threshold (``upper_90``, ``upper_top5``...).
@@ -53,6 +58,18 @@ def _check_segment(field: str, value: str, *, allow_empty: bool) -> None:
         )
 
 
+#: Names held at once.  A counter costs about 600 bytes (plus about 1 KB in
+#: the load sink's frames), so half a million names stay well under a
+#: gigabyte, while a client that invents names per request cannot exhaust
+#: the machine.
+DEFAULT_MAX_NAMES = 500_000
+
+#: Values kept per timer per interval: exact statistics for a timer hit
+#: 10,000 times a second at the default interval; a sample beyond that keeps
+#: a hot timer to about 3 MB.
+DEFAULT_MAX_TIMER_VALUES = 100_000
+
+
 @dataclasses.dataclass(frozen=True)
 class AggregatorConfig:
     """How the server aggregates and names metrics.
@@ -90,6 +107,12 @@ class AggregatorConfig:
         catch-all bin (``histogram``)
     :param calculated_timer_metrics: timer statistics to send; ``None``
         sends all (``calculatedTimerMetrics``)
+    :param max_names: counter, timer, gauge and set names held at once;
+        samples for further new names are dropped and counted in
+        ``<prefix_stats>.names_dropped`` (not in the reference)
+    :param max_timer_values: values kept per timer per interval; beyond it
+        a uniform sample is kept and the percentile statistics become
+        estimates (not in the reference)
     :raises ConfigurationError: when a value cannot be used
     """
 
@@ -114,6 +137,8 @@ class AggregatorConfig:
     gauges_max_ttl: int = 1
     histograms: tuple[tuple[str, tuple[float, ...]], ...] = ()
     calculated_timer_metrics: tuple[str, ...] | None = None
+    max_names: int = DEFAULT_MAX_NAMES
+    max_timer_values: int = DEFAULT_MAX_TIMER_VALUES
 
     def __post_init__(self) -> None:
         self._check_numbers()
@@ -170,6 +195,10 @@ class AggregatorConfig:
             raise ConfigurationError(
                 f'gauges_max_ttl={ttl!r}: use a whole number of flushes >= 1'
             )
+        for field in ('max_names', 'max_timer_values'):
+            bound = getattr(self, field)
+            if isinstance(bound, bool) or not isinstance(bound, int) or bound < 1:
+                raise ConfigurationError(f'{field}={bound!r}: use a whole number >= 1')
 
     def _check_histograms(self) -> None:
         checked: list[tuple[str, tuple[float, ...]]] = []

@@ -217,7 +217,8 @@ class Daemon:
 
         with self.log.open('wb') as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                            env=env, preexec_fn=pin, cwd=HERE.parent)
+                                            env=env, preexec_fn=pin,
+                                            cwd=self.source or HERE.parent)
         if not _carbon.wait_for(lambda: self.udp_stats() is not None
                                 or self.process.poll() is not None, timeout):
             raise RuntimeError(f'{self.kind} did not bind UDP {self.port} in {timeout} s')

@@ -9,7 +9,7 @@ import typing
 
 from sprockets_statsd.server.listeners import format_address
 
-__all__ = ['LISTEN_BACKLOG', 'bind_or_warn', 'bind_tcp']
+__all__ = ['LISTEN_BACKLOG', 'ListeningSockets', 'bind_or_warn', 'bind_tcp']
 
 logger = logging.getLogger(__name__)
 
@@ -93,3 +93,24 @@ def bind_or_warn(
             'cannot serve %s on its default address %s (%s); running without it',
             what, where, exc.strerror or exc,
         )
+
+
+class ListeningSockets:
+    """The bound sockets of a TCP service (the HTTP endpoints, the console)."""
+
+    def __init__(self) -> None:
+        self._sockets: list[socket.socket] = []
+
+    @property
+    def addresses(self) -> list[typing.Any]:
+        """The bound addresses (as :meth:`socket.socket.getsockname` says)."""
+        return [sock.getsockname() for sock in self._sockets]
+
+    def bind(self, host: str, port: int) -> None:
+        """Bind listening sockets on every address of `host`.
+
+        :param host: a name or address; empty for every interface
+        :param port: the port; 0 picks a free one
+        :raises OSError: when the address cannot be bound
+        """
+        self._sockets.extend(bind_tcp(host, port))

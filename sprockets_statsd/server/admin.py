@@ -14,14 +14,13 @@ import contextlib
 import dataclasses
 import logging
 import math
-import socket
 import time
 import typing
 from collections.abc import Callable, Sequence
 
 from sprockets_statsd.server._inspect import inspect_object
 from sprockets_statsd.server._jsnumber import format_js_number
-from sprockets_statsd.server._listen import bind_tcp
+from sprockets_statsd.server._listen import ListeningSockets
 from sprockets_statsd.server.aggregator import Aggregator, MetricKind
 from sprockets_statsd.server.graphite import GraphiteStats
 from sprockets_statsd.server.listeners import format_address
@@ -274,7 +273,7 @@ class ConsoleSession:
         return reply
 
 
-class AdminServer:
+class AdminServer(ListeningSockets):
     """Serve the console over TCP.
 
     :param console: runs the commands of every connection
@@ -292,23 +291,9 @@ class AdminServer:
         self.console = console
         self._max_connections = max_connections
         self._idle_timeout = idle_timeout
-        self._sockets: list[socket.socket] = []
+        super().__init__()
         self._servers: list[asyncio.Server] = []
         self._clients: set[asyncio.Task[None]] = set()
-
-    @property
-    def addresses(self) -> list[typing.Any]:
-        """The bound addresses (as :meth:`socket.socket.getsockname` says)."""
-        return [sock.getsockname() for sock in self._sockets]
-
-    def bind(self, host: str, port: int) -> None:
-        """Bind listening sockets on every address of `host`.
-
-        :param host: a name or address; empty for every interface
-        :param port: the port; 0 picks a free one
-        :raises OSError: when the address cannot be bound
-        """
-        self._sockets.extend(bind_tcp(host, port))
 
     async def start(self) -> None:
         """Accept connections on the running event loop."""

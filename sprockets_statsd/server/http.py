@@ -13,7 +13,6 @@ import asyncio
 import json
 import logging
 import math
-import socket
 import typing
 
 import tornado.httpserver
@@ -21,7 +20,7 @@ import tornado.web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 
-from sprockets_statsd.server._listen import bind_tcp
+from sprockets_statsd.server._listen import ListeningSockets
 from sprockets_statsd.server.frames import FrameStore
 from sprockets_statsd.server.overview import DEFAULT_REFRESH, MAX_ROWS, matches, render_overview
 from sprockets_statsd.server.prometheus import CONTENT_TYPE, StatsdCollector
@@ -139,7 +138,7 @@ def _log_request(handler: tornado.web.RequestHandler) -> None:
     )
 
 
-class QueryService:
+class QueryService(ListeningSockets):
     """The HTTP endpoints of the load sink, on one or more addresses.
 
     :param frames: the one-minute frames, fed by the server's flushes
@@ -175,7 +174,7 @@ class QueryService:
             ],
             log_function=_log_request,
         )
-        self._sockets: list[socket.socket] = []
+        super().__init__()
         self._server: tornado.httpserver.HTTPServer | None = None
         self._exposition: tuple[int, bytes] | None = None
 
@@ -198,20 +197,6 @@ class QueryService:
         # in meanwhile, the next scrape renders again.
         self._exposition = (generation, body)
         return body
-
-    @property
-    def addresses(self) -> list[typing.Any]:
-        """The bound addresses (as :meth:`socket.socket.getsockname` says)."""
-        return [sock.getsockname() for sock in self._sockets]
-
-    def bind(self, host: str, port: int) -> None:
-        """Bind listening sockets on every address of `host`.
-
-        :param host: a name or address; empty for every interface
-        :param port: the port; 0 picks a free one
-        :raises OSError: when the address cannot be bound
-        """
-        self._sockets.extend(bind_tcp(host, port))
 
     def start(self) -> None:
         """Serve the bound sockets on the running event loop."""

@@ -386,12 +386,8 @@ class Connector(AbstractConnector):
         """
         if rate != 1 and self._skip(path, rate):
             return
-        try:
-            line = self._formatter.line(type_code, path, str(value), rate, tags)
-        except metrics.InvalidMetricError as error:
-            self._invalid(path, error)
-        else:
-            self._enqueue(line)
+        # The rate was checked by _skip(); nothing else here can be invalid.
+        self._enqueue(self._formatter.line(type_code, path, str(value), rate, tags))
 
     def incr(
         self, path: str, value: float = 1, *, rate: float = 1.0, tags: Tags = None
@@ -469,10 +465,6 @@ class Connector(AbstractConnector):
         """Add `value` to the set `path`; the server counts distinct values."""
         if rate != 1 and self._skip(path, rate):
             return
-        try:
-            line = self._formatter.set(path, value, rate, tags)
-        except metrics.InvalidMetricError as error:
-            self._invalid(path, error)
-        else:
-            self._enqueue(line)
+        # Any value is a set member, and the rate was checked by _skip().
+        self._enqueue(self._formatter.set(path, value, rate, tags))
 

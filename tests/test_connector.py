@@ -320,3 +320,43 @@ async def test_start_twice_runs_one_task() -> None:
         await c.stop()
         await c.stop()  # a second stop is harmless
         assert await server.wait_for_lines(1) == [b'counters.once:1|c']
+
+
+async def test_fast_paths_count_overflow_and_keep_caches_bounded(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """timing()'s fast path counts a full queue and caches at most the bound."""
+    monkeypatch.setattr(sprockets_statsd.metrics, 'DEFAULT_CACHE_SIZE', 1)
+    c = Connector('127.0.0.1', 1, max_queue_size=2)
+    for name in ('a', 'b', 'a'):
+        c.timing(name, 0.5)
+    assert c.enqueued == 3
+    assert c.dropped_queue_full == 1
+    assert list(c._timer_heads) == ['a']
+    assert c.processor.queue.take(5) == [b'timers.a:500.0|ms', b'timers.b:500.0|ms']
+    await c.stop()
+
+
+async def test_text_that_utf8_cannot_carry_in_tags_is_replaced() -> None:
+    """A lone surrogate in a tag value becomes '?' instead of raising."""
+    lines = await lines_for(lambda c: c.incr('x', tags={'k': '\ud800'}), 1,
+                            tag_dialect='graphite')
+    assert lines == [b'counters.x;k=?:1|c']
+
+
+async def test_sampled_out_calls_of_every_method_send_nothing() -> None:
+    """A draw at or above the rate skips each method, and none is counted."""
+
+    def calls(c: Connector) -> None:
+        c.gauge('g', 1, rate=0.5)
+        c.timing('t', 1.0, rate=0.5)
+        c.set('s', 1, rate=0.5)
+        c.inject_metric('i', '1', 'c', rate=0.5)
+        c.incr('sent')
+
+    async with StatsdServer('udp') as server:
+        c = Connector(server.host, server.port, ip_protocol=UDP, random_source=lambda: 0.75)
+        await c.start()
+        calls(c)
+        await c.stop()
+        assert await server.wait_for_lines(1) == [b'counters.sent:1|c']
+    assert c.enqueued == 1

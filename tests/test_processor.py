@@ -390,3 +390,64 @@ def test_throttle_logs_once_per_interval(caplog: pytest.LogCaptureFixture) -> No
     messages = [r.getMessage() for r in caplog.records]
     assert messages == ['trouble 1', 'different', 'trouble 4 (2 similar messages suppressed)',
                         'trouble 5']
+
+
+async def test_half_closed_connection_drains_while_a_new_one_carries_on() -> None:
+    """A server that half-closes a busy connection gets its backlog and the rest, once each."""
+    received: dict[int, list[bytes]] = {}
+    finished: list[int] = []
+    first_writer: asyncio.StreamWriter | None = None
+    resume = asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal first_writer
+        index = len(received)
+        received[index] = []
+        if index == 0:
+            first_writer = writer
+            writer.transport.pause_reading()
+            await resume.wait()
+            writer.transport.resume_reading()
+        while data := await reader.read(65536):
+            received[index].append(data)
+        writer.close()
+        finished.append(index)
+
+    server = await asyncio.start_server(serve, '127.0.0.1', 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        c = Connector('127.0.0.1', port, max_queue_size=200_000, **FAST)
+        await c.start()
+        total = await fill_until_paused(c, 'retiring.metric.with.a.long.name')
+        old = c.processor.protocol
+        assert old is not None
+        assert first_writer is not None
+        first_writer.write_eof()  # the server closes its side of the busy connection
+        await wait_until(lambda: len(received) == 2, what='a second connection')
+        assert not old.closed  # still draining its buffer: kept aside, not dropped
+        for i in range(1000):
+            c.incr('retiring.metric.with.a.long.name', total + i)
+        total += 1000
+        resume.set()
+        await wait_until(lambda: old.closed, what='the old connection to drain')
+        await asyncio.wait_for(c.stop(), 10)
+        await wait_until(lambda: len(finished) == len(received), what='every connection read')
+        lines = [line for chunks in received.values()
+                 for line in b''.join(chunks).split(b'\n') if line]
+    values = sorted(int(line.split(b':')[1].split(b'|')[0]) for line in lines)
+    assert values == list(range(total))
+    assert_accounted(c)
+
+
+async def test_cancelling_the_task_stops_the_processor() -> None:
+    """A cancelled processor task re-raises and still marks itself stopped."""
+    async with StatsdServer('tcp') as server:
+        c = Connector(server.host, server.port, **FAST)
+        await c.start()
+        task = c._task
+        assert task is not None
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert c.processor.stopped.is_set()
+        assert not c.processor.running.is_set()

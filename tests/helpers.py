@@ -15,7 +15,7 @@ import threading
 import time
 import typing
 
-__all__ = ['StatsdServer', 'ThreadedStatsdServer', 'wait_until']
+__all__ = ['StatsdServer', 'ThreadedStatsdServer', 'UDPReceiver', 'wait_until']
 
 DEFAULT_TIMEOUT = 10.0
 
@@ -269,3 +269,38 @@ class ThreadedStatsdServer:
         if self.protocol == 'unix':
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)
+
+
+class UDPReceiver:
+    """A bound UDP socket that the test reads synchronously, datagram by datagram."""
+
+    def __init__(self, host: str = '127.0.0.1') -> None:
+        family = socket.AF_INET6 if ':' in host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        # Room for every datagram a test sends before it reads them.
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        self.sock.bind((host, 0))
+        self.sock.settimeout(DEFAULT_TIMEOUT)
+        self.port: int = self.sock.getsockname()[1]
+
+    def datagram(self) -> bytes:
+        """The next datagram (fails after DEFAULT_TIMEOUT seconds)."""
+        return self.sock.recv(65536)
+
+    def datagrams(self, lines: int) -> list[bytes]:
+        """Datagrams until they hold `lines` lines in all."""
+        received: list[bytes] = []
+        while sum(d.count(b'\n') + 1 for d in received) < lines:
+            received.append(self.datagram())
+        return received
+
+    def assert_quiet(self, client: typing.Any) -> None:
+        """Assert that nothing is waiting: the next datagram is a fresh marker."""
+        client.set('quiet.marker', 'end')
+        datagram = self.datagram()
+        # Prefix and tags may surround the name; anything else is a leftover.
+        assert b'quiet.marker' in datagram, f'unexpected datagram {datagram!r}'
+        assert b':end|s' in datagram, f'unexpected datagram {datagram!r}'
+
+    def close(self) -> None:
+        self.sock.close()

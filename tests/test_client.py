@@ -17,7 +17,6 @@ import struct
 import tempfile
 import threading
 import time
-import typing
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -34,7 +33,7 @@ from sprockets_statsd.client import (
     from_env,
 )
 from sprockets_statsd.errors import ConfigurationError
-from tests.helpers import ThreadedStatsdServer
+from tests.helpers import ThreadedStatsdServer, UDPReceiver
 
 TIMEOUT = 10.0
 
@@ -50,62 +49,6 @@ def ipv6_available() -> bool:
 
 
 needs_ipv6 = pytest.mark.skipif(not ipv6_available(), reason='no IPv6 loopback')
-
-
-class UDPReceiver:
-    """A bound UDP socket that the test reads synchronously, datagram by datagram."""
-
-    def __init__(self, host: str = '127.0.0.1') -> None:
-        family = socket.AF_INET6 if ':' in host else socket.AF_INET
-        self.sock = socket.socket(family, socket.SOCK_DGRAM)
-        # Room for every datagram a test sends before it reads them.
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-        self.sock.bind((host, 0))
-        self.sock.settimeout(TIMEOUT)
-        self.port: int = self.sock.getsockname()[1]
-
-    def datagram(self) -> bytes:
-        """The next datagram (fails after TIMEOUT seconds)."""
-        return self.sock.recv(65536)
-
-    def datagrams(self, lines: int) -> list[bytes]:
-        """Datagrams until they hold `lines` lines in all."""
-        received: list[bytes] = []
-        while sum(d.count(b'\n') + 1 for d in received) < lines:
-            received.append(self.datagram())
-        return received
-
-    def assert_quiet(self, client: StatsClientBase) -> None:
-        """Assert that nothing is waiting: the next datagram is a fresh marker."""
-        client.set('quiet.marker', 'end')
-        datagram = self.datagram()
-        # Prefix and tags may surround the name; anything else is a leftover.
-        assert b'quiet.marker' in datagram, f'unexpected datagram {datagram!r}'
-        assert b':end|s' in datagram, f'unexpected datagram {datagram!r}'
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-@pytest.fixture
-def receiver() -> Iterator[UDPReceiver]:
-    server = UDPReceiver()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def make_client(receiver: UDPReceiver) -> Iterator[Callable[..., StatsClient]]:
-    made: list[StatsClient] = []
-
-    def make(**options: typing.Any) -> StatsClient:
-        client = StatsClient('127.0.0.1', receiver.port, **options)
-        made.append(client)
-        return client
-
-    yield make
-    for client in made:
-        client.close()
 
 
 def sequence(*values: float) -> Callable[[], float]:

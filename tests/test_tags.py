@@ -6,15 +6,14 @@ import asyncio
 import datetime
 import socket
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
 from sprockets_statsd.client import StatsClient, StatsClientBase, TCPStatsClient
 from sprockets_statsd.connector import Connector
 from sprockets_statsd.errors import ConfigurationError
-from tests.helpers import StatsdServer, ThreadedStatsdServer
-from tests.test_client import UDPReceiver
+from tests.helpers import StatsdServer, ThreadedStatsdServer, UDPReceiver
 
 UDP = socket.IPPROTO_UDP
 TIMEOUT = 10.0
@@ -130,27 +129,6 @@ CONNECTOR_LINES = {
 def always_kept() -> float:
     """A random source under every rate used here."""
     return 0.1
-
-
-@pytest.fixture
-def receiver() -> Iterator[UDPReceiver]:
-    server = UDPReceiver()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def make_client(receiver: UDPReceiver) -> Iterator[Callable[..., StatsClient]]:
-    made: list[StatsClient] = []
-
-    def make(**options: typing.Any) -> StatsClient:
-        client = StatsClient('127.0.0.1', receiver.port, **options)
-        made.append(client)
-        return client
-
-    yield make
-    for client in made:
-        client.close()
 
 
 async def connector_lines(calls: Callable[[Connector], None], expected: int,

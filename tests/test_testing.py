@@ -20,7 +20,7 @@ from sprockets_statsd.testing import (
     RecordingPipeline,
     RecordingStatsClient,
 )
-from tests.test_client import UDPReceiver
+from tests.helpers import UDPReceiver
 
 TIMEOUT = 10.0
 

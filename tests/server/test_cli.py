@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from sprockets_statsd.server import cli
+from sprockets_statsd.server import _options, cli
 from sprockets_statsd.server.app import ServerConfig
 from sprockets_statsd.server.config import AggregatorConfig
 from tests.server.helpers import FakeCarbon, ServerProcess, send_udp
@@ -203,7 +203,7 @@ def test_help_lists_every_variable(capsys: pytest.CaptureFixture[str]) -> None:
         settings('--help')
     assert exc.value.code == 0
     text = capsys.readouterr().out
-    for option in cli._options():
+    for option in _options.options():
         assert option.env in text
     assert 'STATSD_LOG_LEVEL' in text
 

@@ -279,19 +279,6 @@ def test_foreground_with_pid_file(trivial: Daemon) -> None:
 
 # In-process tests of the pieces, for what a subprocess cannot show.
 
-@pytest.fixture
-def root_logging() -> typing.Iterator[logging.Logger]:
-    """The root logger, with its handlers and level restored afterwards."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield root
-    for handler in list(root.handlers):
-        if handler not in handlers:
-            root.removeHandler(handler)
-            handler.close()
-    root.setLevel(level)
-
-
 def test_pid_file_lock_excludes_a_second_holder(tmp_path: pathlib.Path) -> None:
     """Two PidFile objects for one path: the second cannot lock while the
     first holds it, and can once the first released (and removed) it."""

@@ -8,7 +8,6 @@ import os
 import pathlib
 import re
 import sys
-import typing
 
 import pytest
 
@@ -34,19 +33,6 @@ def make_record(msg: str = 'hello', *args: object, **extra: object) -> logging.L
     for key, value in extra.items():
         setattr(record, key, value)
     return record
-
-
-@pytest.fixture
-def root_logging() -> typing.Iterator[logging.Logger]:
-    """The root logger, with its handlers and level restored afterwards."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield root
-    for handler in list(root.handlers):
-        if handler not in handlers:
-            root.removeHandler(handler)
-            handler.close()
-    root.setLevel(level)
 
 
 def test_logfmt_plain_fields() -> None:

@@ -232,3 +232,28 @@ def test_repository_left_clean(built: Built) -> None:
         ROOT / 'debian' / '.debhelper', ROOT / 'debian' / 'debhelper-build-stamp',
     ]
     assert [p for p in leftovers if p.exists()] == []
+
+
+def test_test_script_installs_the_build_dependencies() -> None:
+    """scripts/test's list of system packages holds every Build-Depends of debian/control.
+
+    The packaging tests then find their tools on a fresh machine; a build
+    dependency added to debian/control alone fails here.
+    """
+    script = (ROOT / 'scripts' / 'test').read_text()
+    listed = re.search(r'^system_packages=\((.*?)^\)', script, re.MULTILINE | re.DOTALL)
+    assert listed, 'no system_packages=( ... ) list in scripts/test'
+    packages = set(re.sub(r'#.*', '', listed[1]).split())
+    control = (ROOT / 'debian' / 'control').read_text()
+    field = re.search(r'^Build-Depends:(.*?)^\S', control, re.MULTILINE | re.DOTALL)
+    assert field, 'no Build-Depends in debian/control'
+    needed = set()
+    for relation in field[1].split(','):
+        name = relation.split()[0] if relation.split() else ''
+        # debhelper-compat and the dh-sequence-* names are provided by debhelper.
+        if name.startswith(('debhelper-compat', 'dh-sequence-')):
+            name = 'debhelper'
+        if name:
+            needed.add(name)
+    assert needed <= packages, f'scripts/test does not install {sorted(needed - packages)}'
+    assert {'dpkg-dev', 'lintian', 'build-essential'} <= packages

@@ -335,7 +335,13 @@ class Server:
         if not config.sinks and not config.load_sinks:
             stdout = self._stdout or sys.stdout.buffer
             self.sinks.append(
-                StreamSink(stdout, config.aggregator, executor=self._executor)
+                StreamSink(
+                    stdout,
+                    config.aggregator,
+                    buffer_bytes=config.sink_buffer_bytes,
+                    buffer_flushes=config.sink_buffer_flushes,
+                    executor=self._executor,
+                )
             )
         for host, port in config.sinks:
             self.sinks.append(

@@ -209,15 +209,21 @@ class ServerProcess:
 
     :param args: command-line arguments
     :param env: extra environment variables
+    :param stdout: where its standard output goes (default: a pipe that
+        :meth:`stop` reads)
 
     :meth:`start` waits for the startup line on standard error and reads the
     first UDP address from it into :attr:`host` and :attr:`port`.
     """
 
     def __init__(
-        self, *args: str, env: typing.Mapping[str, str] | None = None
+        self,
+        *args: str,
+        env: typing.Mapping[str, str] | None = None,
+        stdout: int = asyncio.subprocess.PIPE,
     ) -> None:
         self.args = args
+        self.stdout = stdout
         self.env = {
             k: v for k, v in os.environ.items() if not k.startswith('STATSD_')
         }
@@ -231,7 +237,7 @@ class ServerProcess:
         """Start the process and wait until it listens."""
         self.process = await asyncio.create_subprocess_exec(
             sys.executable, '-m', 'sprockets_statsd.server', *self.args,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            stdout=self.stdout, stderr=asyncio.subprocess.PIPE,
             env=self.env,
         )
         assert self.process.stderr is not None
@@ -270,7 +276,7 @@ class ServerProcess:
         )
         self.stderr.append(stderr.decode())
         assert self.process.returncode is not None
-        return self.process.returncode, stdout, ''.join(self.stderr)
+        return self.process.returncode, stdout or b'', ''.join(self.stderr)
 
     async def __aenter__(self) -> ServerProcess:
         return await self.start()

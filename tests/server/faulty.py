@@ -16,7 +16,7 @@ import socket
 import struct
 import typing
 
-from tests.server.helpers import Point
+from tests.server.helpers import Point, parse_points
 
 __all__ = ['TCP_CLOSE', 'FaultyCarbon', 'tcp_state']
 
@@ -72,11 +72,7 @@ class FaultyCarbon:
     @property
     def points(self) -> list[Point]:
         """Every line read so far, parsed."""
-        result = []
-        for line in self.lines:
-            name, value, timestamp = line.decode().split(' ')
-            result.append(Point(name, float(value), int(timestamp)))
-        return result
+        return parse_points(self.lines)
 
     def distinct(self, name: str) -> dict[int, float]:
         """`name`'s value per timestamp, as Graphite stores it (last wins)."""

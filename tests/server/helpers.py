@@ -30,6 +30,7 @@ __all__ = [
     'ServerProcess',
     'SteppingClock',
     'free_ports',
+    'parse_points',
     'running_server',
     'send_tcp',
     'send_udp',
@@ -46,6 +47,15 @@ class Point:
     timestamp: int
 
 
+def parse_points(lines: typing.Iterable[bytes]) -> list[Point]:
+    """Graphite plaintext lines (without newlines), parsed."""
+    parsed = []
+    for line in lines:
+        name, value, timestamp = line.decode().split(' ')
+        parsed.append(Point(name, float(value), int(timestamp)))
+    return parsed
+
+
 class FakeCarbon(StatsdServer):
     """Captures Graphite plaintext lines on a TCP port of 127.0.0.1 (or ::1).
 
@@ -58,11 +68,7 @@ class FakeCarbon(StatsdServer):
     @property
     def points(self) -> list[Point]:
         """Every line received so far, parsed."""
-        parsed = []
-        for line in self.lines:
-            name, value, timestamp = line.decode().split(' ')
-            parsed.append(Point(name, float(value), int(timestamp)))
-        return parsed
+        return parse_points(self.lines)
 
     def values(self, name: str) -> list[float]:
         """The values received for `name`, in order."""

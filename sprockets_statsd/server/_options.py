@@ -18,6 +18,7 @@ import typing
 from sprockets_statsd.errors import ConfigurationError
 from sprockets_statsd.server import logs
 from sprockets_statsd.server.config import AggregatorConfig
+from sprockets_statsd.server.repeater import TRANSPORTS, RepeatTarget
 
 __all__ = [
     'AGGREGATOR_FIELDS',
@@ -30,6 +31,7 @@ __all__ = [
     'number',
     'options',
     'parse_address',
+    'repeat_target',
 ]
 
 LOG_LEVELS = {
@@ -73,6 +75,15 @@ def _sink(text: str) -> tuple[str, int]:
     if port == 0:
         raise argparse.ArgumentTypeError(f'{text!r}: a sink needs a port')
     return host, port
+
+
+def repeat_target(text: str) -> RepeatTarget:
+    """``[udp:|tcp:][host]:port``: udp unless said, the host localhost."""
+    transport, sep, address = text.partition(':')
+    if not (sep and transport.lower() in TRANSPORTS):
+        transport, address = TRANSPORTS[0], text
+    host, port = _sink(address)
+    return RepeatTarget(transport.lower(), host, port)
 
 
 #: The value of --http and --admin that switches the default off.
@@ -229,6 +240,11 @@ def options() -> list[Option]:
           'any sink, flushes are written to standard output and the load '
           'sink is served on 127.0.0.1:8082',
           _sink, '[HOST]:PORT', repeat=','),
+        o(('--repeat',), 'repeat', 'STATSD_REPEAT',
+          'also forward every received packet, unparsed, to the statsd '
+          'server at [udp:|tcp:][host]:port (etsy statsd\'s repeater); udp '
+          'unless tcp: is written, the host defaults to localhost; '
+          'repeatable', repeat_target, '[udp:|tcp:][HOST]:PORT', repeat=','),
         o(('-t', '--type'), 'sink_type', 'STATSD_SINK_TYPE',
           'type of every -s: graphite (the default) or load, which serves '
           'the HTTP endpoints (/N, /, /metrics, /health) on the -s address '

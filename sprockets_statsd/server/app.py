@@ -27,6 +27,7 @@ from sprockets_statsd.server.frames import DEFAULT_FRAME_LENGTH, FrameStore
 from sprockets_statsd.server.graphite import GraphiteStats
 from sprockets_statsd.server.http import DEFAULT_LOAD_HOST, DEFAULT_LOAD_PORT, QueryService
 from sprockets_statsd.server.prometheus import StatsdCollector
+from sprockets_statsd.server.repeater import Repeaters, RepeatTarget
 from sprockets_statsd.server.sinks import (
     DEFAULT_BUFFER_BYTES,
     DEFAULT_BUFFER_FLUSHES,
@@ -79,6 +80,7 @@ class ServerConfig:
     :param sink_buffer_bytes: bytes of undelivered flushes kept per sink
     :param sink_buffer_flushes: undelivered flushes kept per sink
     :param reconnect_max_delay: ceiling of a sink's reconnect back-off
+    :param repeat: where to forward every received packet, unparsed
     :raises ConfigurationError: when a value cannot be used
     """
 
@@ -100,6 +102,7 @@ class ServerConfig:
     sink_buffer_bytes: int = DEFAULT_BUFFER_BYTES
     sink_buffer_flushes: int = DEFAULT_BUFFER_FLUSHES
     reconnect_max_delay: float = DEFAULT_RECONNECT_MAX_DELAY
+    repeat: tuple[RepeatTarget, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.binds and self.unix_socket is None:
@@ -166,6 +169,9 @@ class Server:
         self.udp_listeners: list[listeners.UDPListener] = []
         self.stream_listeners: list[listeners.StreamListener] = []
         self.sinks: list[Sink] = []
+        #: Forward every packet to the ``repeat`` targets, then aggregate it.
+        self.repeaters = Repeaters.for_targets(config.repeat)
+        self._receiver = self.repeaters.wrap(self.aggregator)
         #: Health, uptime and message statistics (admin console, /health).
         self.status = ServerStatus(time.time())
         #: The load sink's frames and Prometheus collector, while served.
@@ -217,6 +223,8 @@ class Server:
         if self.admin_addresses:
             consoles = ', '.join(listeners.format_address(a) for a in self.admin_addresses)
             text += f'; admin console on {consoles}'
+        if self.repeaters.repeaters:
+            text += '; repeating to ' + ', '.join(r.name for r in self.repeaters.repeaters)
         return text
 
     async def start(self) -> None:
@@ -245,6 +253,7 @@ class Server:
         self._make_sinks()
         for sink in self.sinks:
             sink.start()
+        await self.repeaters.start()
         for udp in self.udp_listeners:
             udp.start()
         for stream in self.stream_listeners:
@@ -271,7 +280,7 @@ class Server:
                     exc.errno, f'cannot listen on {where}: {exc.strerror or exc}'
                 ) from exc
             self.udp_listeners.extend(
-                listeners.UDPListener(sock, self.aggregator) for sock in udp
+                listeners.UDPListener(sock, self._receiver) for sock in udp
             )
             self.stream_listeners.extend(self._stream(sock) for sock in tcp)
         if config.unix_socket is not None:
@@ -327,7 +336,7 @@ class Server:
 
     def _stream(self, sock: socket.socket) -> listeners.StreamListener:
         return listeners.StreamListener(
-            sock, self.aggregator, max_line_length=self.config.max_line_length
+            sock, self._receiver, max_line_length=self.config.max_line_length
         )
 
     def _make_sinks(self) -> None:
@@ -409,7 +418,8 @@ class Server:
         await self._stop_queries()
         self.flush()
         await asyncio.gather(
-            *(sink.close(self.config.shutdown_timeout) for sink in self.sinks)
+            *(sink.close(self.config.shutdown_timeout) for sink in self.sinks),
+            self.repeaters.close(self.config.shutdown_timeout),
         )
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)

@@ -184,6 +184,8 @@ def parse_settings(
             aggregator[name] = tuple(aggregator[name])
     if 'bind' in values:
         values['binds'] = tuple(values.pop('bind'))
+    if 'repeat' in values:
+        values['repeat'] = tuple(values['repeat'])
     try:
         config = app.ServerConfig(aggregator=AggregatorConfig(**aggregator), **values)
     except ConfigurationError as exc:  # pragma: no cover - checked per option

@@ -1,0 +1,551 @@
+"""Forward every received packet, unparsed, to other statsd servers.
+
+This is etsy statsd's repeater backend: each packet a listener receives is
+sent on as it arrived, before it is parsed, to every ``--repeat`` target
+(another statsd tier, a central server, a statsd_exporter during a
+migration), over UDP or over one persistent TCP connection per target.
+"""
+
+# Strategy: the pure part (targets, datagram packing, the bounded buffer)
+# touches no socket.  The shell never blocks the listeners: a UDP repeater
+# sends each packet with one non-blocking send() on a connected socket and
+# drops (and counts) what the kernel refuses; a TCP repeater appends the
+# packet to a bounded buffer and writes the buffer out once per turn of the
+# event loop, honouring the connection's flow control, reconnecting with
+# back-off while the target is away.  Drops are counted per repeater and
+# logged at most once per throttle interval.
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import logging
+import socket
+import typing
+from collections.abc import Iterable, Sequence
+
+from sprockets_statsd._throttle import Throttle
+from sprockets_statsd.errors import ConfigurationError
+from sprockets_statsd.server.listeners import PacketReceiver, format_address
+
+__all__ = [
+    'DEFAULT_BUFFER_BYTES',
+    'DEFAULT_MAX_DATAGRAM',
+    'TCP',
+    'TRANSPORTS',
+    'UDP',
+    'PacketBuffer',
+    'RepeatTarget',
+    'Repeater',
+    'Repeaters',
+    'TCPRepeater',
+    'UDPRepeater',
+    'split_datagrams',
+    'stream_bytes',
+]
+
+logger = logging.getLogger(__name__)
+
+UDP = 'udp'
+TCP = 'tcp'
+#: The transports a target can name; the first is the default.
+TRANSPORTS = (UDP, TCP)
+
+#: Largest datagram a UDP repeater sends.  A received datagram no longer
+#: than this goes on untouched; a longer packet (lines read from a TCP
+#: stream, or a client's jumbo datagram) is cut at line ends into datagrams
+#: that fit an Ethernet frame, the size etsy statsd recommends for a network
+#: that is not loopback.
+DEFAULT_MAX_DATAGRAM = 1432
+
+#: Bytes a TCP repeater keeps while its target is slow or away: about two
+#: seconds of a busy tier (100k lines/s of 40 bytes), enough to ride out a
+#: reconnect, small beside what the aggregator holds.
+DEFAULT_BUFFER_BYTES = 8 * 1024 * 1024
+
+#: Bytes handed to a TCP connection at a time, and the connection's write
+#: buffer size above which the repeater stops writing until it drains: the
+#: bounded buffer, not the transport, is where a backlog waits.
+_WRITE_CHUNK = 64 * 1024
+
+#: Bounds of the reconnect back-off, and of one connection attempt, seconds.
+DEFAULT_RECONNECT_DELAY = 0.5
+DEFAULT_RECONNECT_MAX_DELAY = 10.0
+DEFAULT_CONNECT_TIMEOUT = 5.0
+
+
+@dataclasses.dataclass(frozen=True)
+class RepeatTarget:
+    """Where a repeater sends: ``udp`` or ``tcp``, a host and a port.
+
+    :param transport: ``'udp'`` or ``'tcp'``
+    :param host: a name or address
+    :param port: 1 to 65535
+    :raises ConfigurationError: when a value cannot be used
+    """
+
+    transport: str
+    host: str
+    port: int
+
+    def __post_init__(self) -> None:
+        if self.transport not in TRANSPORTS:
+            raise ConfigurationError(
+                f'repeat: transport {self.transport!r} must be udp or tcp'
+            )
+        if not isinstance(self.host, str) or not self.host:
+            raise ConfigurationError(f'repeat: give a host, not {self.host!r}')
+        if not isinstance(self.port, int) or not 1 <= self.port <= 65535:
+            raise ConfigurationError(
+                f'repeat: port {self.port!r} of {self.host!r} must be a whole '
+                f'number from 1 to 65535'
+            )
+
+    def __str__(self) -> str:
+        return f'{self.transport}:{format_address((self.host, self.port))}'
+
+
+def split_datagrams(packet: bytes, limit: int) -> list[bytes]:
+    """Cut `packet` at line ends into datagrams of at most `limit` bytes.
+
+    A packet that fits is returned whole; otherwise whole lines are packed
+    greedily, and a line longer than `limit` becomes a datagram of its own.
+    Empty lines are left out.
+
+    :param packet: one received packet, lines separated by ``\\n``
+    :param limit: the largest datagram wanted, in bytes
+    """
+    if len(packet) <= limit:
+        return [packet]
+    datagrams: list[bytes] = []
+    current: list[bytes] = []
+    size = 0
+    for line in packet.split(b'\n'):
+        if not line:
+            continue
+        if current and size + 1 + len(line) > limit:
+            datagrams.append(b'\n'.join(current))
+            current, size = [], 0
+        size += len(line) + (1 if current else 0)
+        current.append(line)
+    if current:
+        datagrams.append(b'\n'.join(current))
+    return datagrams
+
+
+def stream_bytes(packet: bytes) -> bytes:
+    """`packet` as it goes on a stream: ending with a newline, so that the
+    next packet starts a line of its own."""
+    return packet if packet.endswith(b'\n') else packet + b'\n'
+
+
+class PacketBuffer:
+    """A bounded FIFO of packets, measured in bytes.
+
+    :param max_bytes: the most bytes held; when an append exceeds it the
+        oldest packets are dropped (a packet larger than the whole bound is
+        dropped itself)
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        if max_bytes < 1:
+            raise ConfigurationError(f'max_bytes={max_bytes!r}: use a whole number >= 1')
+        self.max_bytes = max_bytes
+        self._packets: collections.deque[bytes] = collections.deque()
+        #: Bytes held.
+        self.size = 0
+
+    def __len__(self) -> int:
+        """Packets held."""
+        return len(self._packets)
+
+    def append(self, packet: bytes) -> int:
+        """Keep `packet`; return how many packets were dropped to fit it."""
+        if len(packet) > self.max_bytes:
+            return 1
+        self._packets.append(packet)
+        self.size += len(packet)
+        dropped = 0
+        while self.size > self.max_bytes:
+            self.size -= len(self._packets.popleft())
+            dropped += 1
+        return dropped
+
+    def take(self, limit: int) -> tuple[bytes, int]:
+        """Remove the oldest packets, about `limit` bytes (at least one).
+
+        :returns: their bytes joined, and how many packets they were
+        """
+        taken: list[bytes] = []
+        size = 0
+        packets = self._packets
+        while packets and (not taken or size + len(packets[0]) <= limit):
+            packet = packets.popleft()
+            taken.append(packet)
+            size += len(packet)
+        self.size -= size
+        return b''.join(taken), len(taken)
+
+    def clear(self) -> int:
+        """Drop everything; return how many packets were dropped."""
+        count = len(self._packets)
+        self._packets.clear()
+        self.size = 0
+        return count
+
+
+class Repeater(abc.ABC):
+    """Sends packets to one target; never blocks, never raises from
+    :meth:`repeat`.
+
+    :param target: where to send
+    :param reconnect_delay: first back-off delay after a failure, seconds
+    :param reconnect_max_delay: the back-off's ceiling, seconds
+    :param connect_timeout: seconds a resolution or connection may take
+    """
+
+    def __init__(
+        self,
+        target: RepeatTarget,
+        *,
+        reconnect_delay: float = DEFAULT_RECONNECT_DELAY,
+        reconnect_max_delay: float = DEFAULT_RECONNECT_MAX_DELAY,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    ) -> None:
+        self.target = target
+        #: Datagrams (UDP) or packets (TCP) handed to the kernel.
+        self.sent = 0
+        #: Bytes handed to the kernel.
+        self.sent_bytes = 0
+        #: Datagrams or packets given up on.
+        self.dropped = 0
+        self._reconnect_delay = min(reconnect_delay, reconnect_max_delay)
+        self._reconnect_max_delay = reconnect_max_delay
+        self._connect_timeout = connect_timeout
+        self._throttle = Throttle(logger)
+        self._task: asyncio.Task[None] | None = None
+        self._lost = asyncio.Event()
+
+    @property
+    def name(self) -> str:
+        """How logs refer to this repeater: ``udp:host:port``."""
+        return str(self.target)
+
+    @property
+    @abc.abstractmethod
+    def connected(self) -> bool:
+        """Whether packets can be sent right now."""
+
+    @abc.abstractmethod
+    def repeat(self, packet: bytes) -> None:
+        """Send `packet` on, or count it as dropped; never blocks or raises.
+
+        :param packet: a packet as a listener received it
+        """
+
+    @abc.abstractmethod
+    async def _connect(self) -> None:
+        """Make the connection (resolving the host); raise when it fails."""
+
+    async def start(self) -> None:
+        """Connect (waiting at most the connect timeout), then keep the
+        connection up in a task of the running event loop."""
+        await self._attempt()
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(), name=f'statsd repeater {self.name}'
+        )
+
+    async def close(self, timeout: float) -> None:
+        """Stop reconnecting and release the socket.
+
+        :param timeout: seconds to deliver what is buffered
+        """
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.wait({self._task})
+            self._task = None
+        logger.info('repeater %s: %d sent, %d dropped', self.name, self.sent, self.dropped)
+
+    def _drop(self, count: int, kind: str, why: str) -> None:
+        self.dropped += count
+        self._throttle.warning(
+            kind, 'repeater %s: %s; %d dropped so far', self.name, why, self.dropped
+        )
+
+    async def _attempt(self) -> bool:
+        try:
+            await asyncio.wait_for(self._connect(), self._connect_timeout)
+        except Exception as exc:  # OSError, a timeout, a bad host name...
+            self._throttle.warning(
+                'connect', 'repeater %s: cannot connect (%s)', self.name,
+                str(exc) or type(exc).__name__,
+            )
+            return False
+        self._throttle.reset('connect')
+        return True
+
+    async def _run(self) -> None:
+        delay = self._reconnect_delay
+        while True:
+            if self.connected:
+                await self._lost.wait()
+                self._lost.clear()
+                delay = self._reconnect_delay
+                continue
+            await asyncio.sleep(delay)
+            if not await self._attempt():
+                delay = min(delay * 2, self._reconnect_max_delay)
+
+
+async def _resolve(target: RepeatTarget, kind: socket.SocketKind) -> tuple[int, typing.Any]:
+    """The first address of `target` for sockets of `kind`."""
+    infos = await asyncio.get_running_loop().getaddrinfo(
+        target.host, target.port, type=kind
+    )
+    if not infos:  # pragma: no cover - getaddrinfo raises instead
+        raise OSError(f'{target.host} has no address')
+    family, _, _, _, address = infos[0]
+    return family, address
+
+
+class UDPRepeater(Repeater):
+    """Send each packet as datagrams over a connected UDP socket.
+
+    :param target: where to send (its transport is ``udp``)
+    :param max_datagram: longer packets are cut at line ends
+    :param kwargs: as for :class:`Repeater`
+    """
+
+    def __init__(
+        self,
+        target: RepeatTarget,
+        *,
+        max_datagram: int = DEFAULT_MAX_DATAGRAM,
+        **kwargs: typing.Any,
+    ) -> None:
+        super().__init__(target, **kwargs)
+        self._max_datagram = max_datagram
+        self._sock: socket.socket | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._sock is not None
+
+    async def _connect(self) -> None:
+        family, address = await _resolve(self.target, socket.SOCK_DGRAM)
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.connect(address)
+        except BaseException:
+            sock.close()
+            raise
+        self._sock = sock
+
+    def repeat(self, packet: bytes) -> None:
+        sock = self._sock
+        if sock is None:
+            self._drop(1, 'unconnected', 'not connected yet, a packet was dropped')
+            return
+        if len(packet) <= self._max_datagram:
+            datagrams: Iterable[bytes] = (packet,)
+        else:
+            datagrams = split_datagrams(packet, self._max_datagram)
+        for datagram in datagrams:
+            try:
+                sock.send(datagram)
+            except OSError as exc:
+                # EAGAIN: the send buffer is full; ECONNREFUSED: nothing
+                # listened when an earlier datagram arrived.  Either way this
+                # datagram was not sent; the next one is tried afresh.
+                self._drop(1, 'send', f'cannot send ({exc.strerror or exc})')
+            else:
+                self.sent += 1
+                self.sent_bytes += len(datagram)
+
+    async def close(self, timeout: float) -> None:
+        await super().close(timeout)
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
+
+
+class _Link(asyncio.Protocol):
+    """A TCP repeater's connection: flow control and loss reach the repeater."""
+
+    def __init__(self, repeater: TCPRepeater) -> None:
+        self._repeater = repeater
+        self.transport: asyncio.Transport | None = None
+        self.paused = False
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = typing.cast(asyncio.Transport, transport)
+        self.transport.set_write_buffer_limits(high=_WRITE_CHUNK)
+
+    def data_received(self, data: bytes) -> None:
+        """statsd servers do not answer; ignore anything."""
+
+    def eof_received(self) -> bool | None:
+        return None  # the target is going away: close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+        self._repeater._link_lost(self, exc)
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        self._repeater._pump()
+
+
+class TCPRepeater(Repeater):
+    """Write each packet, newline-terminated, on one persistent connection.
+
+    :param target: where to send (its transport is ``tcp``)
+    :param buffer_bytes: bytes kept while the target is slow or away
+    :param kwargs: as for :class:`Repeater`
+    """
+
+    def __init__(
+        self,
+        target: RepeatTarget,
+        *,
+        buffer_bytes: int = DEFAULT_BUFFER_BYTES,
+        **kwargs: typing.Any,
+    ) -> None:
+        super().__init__(target, **kwargs)
+        self.buffer = PacketBuffer(buffer_bytes)
+        self._link: _Link | None = None
+        self._scheduled = False
+        self._emptied = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._link is not None
+
+    async def _connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        _, link = await loop.create_connection(
+            lambda: _Link(self), self.target.host, self.target.port
+        )
+        self._link = link
+        logger.info('repeater %s: connected', self.name)
+        self._pump()
+
+    def _link_lost(self, link: _Link, exc: Exception | None) -> None:
+        if self._link is link:
+            self._link = None
+            self._lost.set()
+            self._throttle.warning(
+                'lost', 'repeater %s: connection lost (%s), reconnecting',
+                self.name, exc or 'closed by the target',
+            )
+
+    def repeat(self, packet: bytes) -> None:
+        dropped = self.buffer.append(stream_bytes(packet))
+        if dropped:
+            self._drop(dropped, 'full', f'buffer full ({self.buffer.max_bytes} bytes)')
+        if not self._scheduled and self._link is not None and self._loop is not None:
+            # Once per turn of the loop: the packets of a whole batch of
+            # datagrams go out in one write.
+            self._scheduled = True
+            self._loop.call_soon(self._pump)
+
+    def _pump(self) -> None:
+        """Write buffered packets while the connection takes them."""
+        self._scheduled = False
+        link = self._link
+        while self.buffer and link is not None and not link.paused:
+            assert link.transport is not None
+            data, count = self.buffer.take(_WRITE_CHUNK)
+            link.transport.write(data)
+            self.sent += count
+            self.sent_bytes += len(data)
+        if not self.buffer:
+            self._emptied.set()
+
+    async def close(self, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        if self.buffer:
+            # The reconnect task is still running: a target that comes back
+            # within the timeout gets what is buffered.
+            self._emptied.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._emptied.wait(), timeout)
+        await super().close(timeout)
+        link, self._link = self._link, None
+        if link is not None and link.transport is not None:
+            link.transport.close()  # writes out what the transport holds first
+            try:
+                await asyncio.wait_for(
+                    asyncio.shield(link.closed), max(0.0, deadline - loop.time())
+                )
+            except asyncio.TimeoutError:
+                link.transport.abort()
+        left = self.buffer.clear()
+        if left:
+            self.dropped += left
+            logger.warning(
+                'repeater %s: %d packet(s) not delivered before shutdown were dropped',
+                self.name, left,
+            )
+
+
+class _Repeating:
+    """A receiver that repeats each packet before handing it on."""
+
+    def __init__(self, receiver: PacketReceiver, repeaters: Sequence[Repeater]) -> None:
+        self._receiver = receiver
+        self._repeaters = tuple(repeaters)
+
+    def receive(self, packet: bytes) -> None:
+        for repeater in self._repeaters:
+            try:
+                repeater.repeat(packet)
+            except Exception:  # a bug must not cost the packet its aggregation
+                repeater._drop(1, 'bug', 'a packet could not be repeated')
+                logger.debug('repeater %s failed', repeater.name, exc_info=True)
+        self._receiver.receive(packet)
+
+
+def make_repeater(target: RepeatTarget) -> Repeater:
+    """The repeater for `target`'s transport."""
+    return TCPRepeater(target) if target.transport == TCP else UDPRepeater(target)
+
+
+class Repeaters:
+    """The server's repeaters, one per ``--repeat`` target.
+
+    :param repeaters: the repeaters (see :func:`make_repeater`)
+    """
+
+    def __init__(self, repeaters: Sequence[Repeater] = ()) -> None:
+        self.repeaters = list(repeaters)
+
+    @classmethod
+    def for_targets(cls, targets: Iterable[RepeatTarget]) -> Repeaters:
+        """One repeater per target."""
+        return cls([make_repeater(target) for target in targets])
+
+    def wrap(self, receiver: PacketReceiver) -> PacketReceiver:
+        """A receiver that repeats every packet, then gives it to `receiver`
+        (`receiver` itself when there is nothing to repeat to)."""
+        return _Repeating(receiver, self.repeaters) if self.repeaters else receiver
+
+    async def start(self) -> None:
+        """Connect every repeater (each waits at most its connect timeout)."""
+        await asyncio.gather(*(repeater.start() for repeater in self.repeaters))
+
+    async def close(self, timeout: float) -> None:
+        """Deliver what is buffered within `timeout` seconds, then close."""
+        await asyncio.gather(*(repeater.close(timeout) for repeater in self.repeaters))

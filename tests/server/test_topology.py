@@ -115,7 +115,7 @@ class Topology:
             if time.monotonic() > deadline:
                 raise AssertionError(
                     f'stored totals differ (got, want): {wrong}\n'
-                    f'relay: {self.proxy.output()}')
+                    f'proxy.js said:\n{self.proxy.output()}')
             await asyncio.sleep(0.2)
         self.settled = time.time()
 
@@ -123,9 +123,8 @@ class Topology:
         """Wait for the wall clock to leave the second of the last stored
         point, so that a name's new owner never writes into that second
         (whisper keeps one value per second: the later write wins)."""
-        mark = int(self.settled)
-        while int(time.time()) <= mark:
-            await asyncio.sleep(0.02)
+        # The condition is the clock itself: wait out the rest of the second.
+        await asyncio.sleep(max(0.0, int(self.settled) + 1 - time.time()))
 
     def node_received(self, index: int) -> float:
         """Lines node `index` flushed, from its own metrics_received."""
@@ -183,7 +182,7 @@ async def topology(tmp_path: pathlib.Path) -> typing.AsyncIterator[Topology]:
             admin_ports.append(int(match[2]))
         proxy = StatsdProxy(
             tmp_path / 'proxy',
-            [('127.0.0.1', node.port, admin) for node, admin in zip(nodes, admin_ports)],
+            [('127.0.0.1', node.port, admin) for node, admin in zip(nodes, admin_ports, strict=True)],
             check_interval=CHECK_INTERVAL,
         )
         stack.push_async_callback(proxy.stop)

@@ -15,10 +15,13 @@ on the event loop.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import random
+import re
 import time
 import types
+import typing
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, TypeVar
 
@@ -51,6 +54,9 @@ _BAD: ParsedValue = ('', 0.0, 1.0, False, '')
 # These counters are zeroed, never deleted; the reference matches them by
 # substring, so a user counter containing one of them is kept too.
 _INTERNAL_COUNTER_MARKS = ('packets_received', 'metrics_received', 'bad_lines_seen')
+_INTERNAL_COUNTER = re.compile('|'.join(_INTERNAL_COUNTER_MARKS))
+# An idle timer's values: shared, and falsy like an empty list.
+_NO_VALUES: tuple[float, ...] = ()
 
 #: The four kinds of metric, as the admin console names them.
 MetricKind = Literal['counters', 'timers', 'gauges', 'sets']
@@ -71,7 +77,6 @@ class Snapshot:
     :param timestamp: the flush time in whole seconds (JavaScript rounding)
     :param flush_interval: seconds
     :param counters: rate-scaled counts, the internal counters included
-    :param counter_rates: counts per second
     :param timers: the raw values of each timer, sorted; empty for an idle
         timer that is still kept
     :param timer_counters: rate-scaled sample counts of each timer
@@ -92,7 +97,6 @@ class Snapshot:
     timestamp: int
     flush_interval: float
     counters: Mapping[str, float]
-    counter_rates: Mapping[str, float]
     timers: Mapping[str, tuple[float, ...]]
     timer_counters: Mapping[str, float]
     gauges: Mapping[str, float]
@@ -108,6 +112,14 @@ class Snapshot:
 
     # The statistics are computed on first read, which is a sink's render
     # thread: flush() on the event loop only swaps dictionaries.
+
+    @functools.cached_property
+    def counter_rates(self) -> Mapping[str, float]:
+        """Counts per second, computed on first read."""
+        interval = self.flush_interval
+        return types.MappingProxyType(
+            {key: value / interval for key, value in self.counters.items()}
+        )
 
     @property
     def timer_data(self) -> Mapping[str, Mapping[str, float]]:
@@ -175,7 +187,12 @@ class Aggregator:
             self._packets_key: 0.0,
             self._metrics_key: 0.0,
         }
-        self._timers: dict[str, list[float]] = {}
+        # Every counter key at 0.0, in the same order: copying it (a copy of
+        # the table, in C) starts the next interval ten times faster than
+        # dict.fromkeys, which hashes and inserts every key anew.
+        self._zeros = dict(self._counters)
+        # The values of each timer; _NO_VALUES for one idle so far.
+        self._timers: dict[str, list[float] | tuple[float, ...]] = {}
         self._timer_counters: dict[str, float] = {}
         self._gauges: dict[str, float] = {}
         self._gauge_ttl: dict[str, int] = {}
@@ -210,6 +227,7 @@ class Aggregator:
 
     def _receive(self, packet: bytes) -> None:
         counters = self._counters
+        zeros = self._zeros
         timers = self._timers
         timer_counters = self._timer_counters
         gauges = self._gauges
@@ -260,15 +278,19 @@ class Aggregator:
                     elif room > 0:
                         room -= 1
                         counters[key] = number * (1 / rate)
+                        zeros[key] = 0.0
                     else:
                         dropped += 1
                 elif kind == 'ms':
                     samples = timers.get(key)
-                    if samples is not None:
+                    if samples:  # a list: only an empty tuple is stored
                         if len(samples) < kept:
-                            samples.append(number)
+                            samples.append(number)  # type: ignore[union-attr]
                         else:
                             self._sample(key, samples, number)
+                        timer_counters[key] += 1 / rate
+                    elif samples is not None:  # idle so far: _NO_VALUES
+                        timers[key] = [number]
                         timer_counters[key] += 1 / rate
                     elif room > 0:
                         room -= 1
@@ -309,9 +331,12 @@ class Aggregator:
             # the output matches the reference until the cap is reached.
             key = self._names_dropped_key
             counters[key] = counters.get(key, 0.0) + dropped
+            zeros[key] = 0.0
 
-    def _sample(self, key: str, samples: list[float], value: float) -> None:
+    def _sample(self, key: str, samples: list[float] | tuple[float, ...],
+                value: float) -> None:
         """Take `value` into a timer that holds ``max_timer_values`` values."""
+        assert isinstance(samples, list)  # full, so not _NO_VALUES
         totals = self._totals.get(key)
         if totals is None:
             totals = self._totals[key] = TimerTotals.of(samples)
@@ -404,7 +429,9 @@ class Aggregator:
                 store[name] = 0.0
                 continue
             del store[name]
-            if kind == 'timers':
+            if kind == 'counters':
+                del self._zeros[name]
+            elif kind == 'timers':
                 del self._timer_counters[name]
             elif kind == 'gauges':
                 self._gauge_ttl.pop(name, None)
@@ -445,22 +472,23 @@ class Aggregator:
                 names_dropped, config.max_names,
             )
 
-        interval = config.flush_interval
-        counter_rates = {k: v / interval for k, v in self._counters.items()}
-        timer_values: dict[str, tuple[float, ...]] = {}
-        for key, values in self._timers.items():
-            values.sort()
-            timer_values[key] = tuple(values)
-        timers = types.MappingProxyType(timer_values)
-        timer_counters = _frozen(self._timer_counters)
-
+        # The interval's dictionaries go to the snapshot as they are (the
+        # aggregator starts new ones), so the event loop copies nothing
+        # per name but the gauges, which persist.
         counters = self._counters
+        timers = self._timers
+        for key, values in timers.items():
+            if isinstance(values, list):
+                values.sort()
+                timers[key] = tuple(values)  # same keys: iteration goes on
+        frozen_timers = typing.cast(
+            Mapping[str, tuple[float, ...]], types.MappingProxyType(timers))
+        timer_counters = types.MappingProxyType(self._timer_counters)
         snapshot = Snapshot(
             timestamp=timestamp,
-            flush_interval=interval,
-            counters=_frozen(counters),
-            counter_rates=types.MappingProxyType(counter_rates),
-            timers=timers,
+            flush_interval=config.flush_interval,
+            counters=types.MappingProxyType(counters),
+            timers=frozen_timers,
             timer_counters=timer_counters,
             gauges=_frozen(self._gauges),
             sets=types.MappingProxyType(
@@ -471,7 +499,7 @@ class Aggregator:
             packets_received=counters[self._packets_key],
             metrics_received=counters[self._metrics_key],
             timer_statistics=_timerstats.TimerStatistics(
-                timers, timer_counters, config, self._timer, self._totals
+                frozen_timers, timer_counters, config, self._timer, self._totals
             ),
             names_dropped=names_dropped,
         )
@@ -484,18 +512,15 @@ class Aggregator:
         """Apply the reference's ``clear_metrics`` rules."""
         config = self._config
         if config.deletes_counters:
-            self._counters = {
-                key: 0.0
-                for key in self._counters
-                if any(mark in key for mark in _INTERNAL_COUNTER_MARKS)
-            }
-        else:
-            self._counters = dict.fromkeys(self._counters, 0.0)
+            # The reference matches the internal counters by substring.
+            self._zeros = dict.fromkeys(
+                filter(_INTERNAL_COUNTER.search, self._counters), 0.0)
+        self._counters = self._zeros.copy()
         if config.deletes_timers:
             self._timers = {}
             self._timer_counters = {}
         else:
-            self._timers = {key: [] for key in self._timers}
+            self._timers = dict.fromkeys(self._timers, _NO_VALUES)
             self._timer_counters = dict.fromkeys(self._timer_counters, 0.0)
         if config.deletes_sets:
             self._sets = {}

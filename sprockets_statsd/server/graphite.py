@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from itertools import chain, islice, repeat
+from typing import TypeVar
 
 from sprockets_statsd.server._jsnumber import format_js_number, js_round
 from sprockets_statsd.server.aggregator import Snapshot
 from sprockets_statsd.server.config import AggregatorConfig
 from sprockets_statsd.server.parser import sanitize_key
 
-__all__ = ['GraphiteStats', 'format_js_number', 'render']
+__all__ = ['CHUNK_NAMES', 'GraphiteStats', 'format_js_number', 'render', 'render_chunks']
 
 # Distinct values whose text is kept during one flush: the common ones
 # (0, 1, counts, rates) repeat; unique ones beyond this are formatted each
@@ -33,6 +35,14 @@ _MAX_VALUES = 50_000
 # keys of the flush being rendered, plus this: names that are gone stop
 # holding memory, and one flush's worth is rebuilt.
 _SANITIZED_SLACK = 4096
+
+#: Names rendered per chunk: a few hundred KB of text, so that a sink can
+#: send a flush piece by piece instead of holding all of it (80 MB for a
+#: million counters), while each piece is still large enough that the
+#: per-chunk overhead stays negligible.
+CHUNK_NAMES = 4096
+
+_T = TypeVar('_T')
 
 # Name part of a key -> sanitize_key(name part), shared by every render
 # (it depends on nothing else).  Threads only add entries or clear it.
@@ -123,144 +133,161 @@ class _Values(dict[float, str]):
     """One flush's values, each as ``' <value> <timestamp>\\n'``.
 
     :param end: the timestamp and newline, with the space before them
+    :param head: put before each value's text (the name's end)
+    :param tail: put after it (the next line's start)
+    :param scale: each value is divided by it before formatting
     """
 
-    def __init__(self, end: str) -> None:
+    def __init__(self, end: str, head: str = '', tail: str = '', scale: float = 1) -> None:
         super().__init__()
-        self._end = end
+        self._start = head + ' '
+        self._end = end + tail
+        self._scale = scale
 
     def __missing__(self, value: float) -> str:
         # Equal numbers (1 and 1.0, 0.0 and -0.0) have the same text, so
         # they may share an entry.
-        text = ' ' + format_js_number(value) + self._end
+        scale = self._scale
+        text = self._start + format_js_number(
+            value / scale if scale != 1 else value) + self._end
         if len(self) < _MAX_VALUES:
             self[value] = text
         return text
 
 
-def render(
+def _counter_chunks(
     snapshot: Snapshot,
     config: AggregatorConfig,
-    stats: GraphiteStats,
-    *,
-    timer: Callable[[], float] = time.perf_counter,
-) -> bytes:
-    """Render one flush as the Graphite plaintext payload.
-
-    The lines, their names, values and order are those of etsy statsd's
-    graphite backend: counters, timers, gauges, sets, then ``numStats``,
-    ``graphiteStats.calculationtime``, ``processing_time`` and the
-    ``graphiteStats`` of the previous send.  Every line carries the
-    snapshot's timestamp.  Does no I/O, and may run in several threads at
-    once.  The snapshot's timer statistics are computed here if no one has
-    read them yet; that time is ``processing_time``, not
-    ``calculationtime``.
-
-    :param snapshot: the flush to render
-    :param config: the settings (namespaces, suffix, flush_counts)
-    :param stats: the previous send of the sink this payload is for
-    :param timer: monotonic clock in seconds, for ``calculationtime``
-    :returns: ``name value timestamp\\n`` lines, UTF-8 encoded
-    """
-    timer_data = snapshot.timer_data
-    start = timer()
-    names = _Names.of(config)
-    split = names.split
+    names: _Names,
+    end: str,
+    size: int,
+) -> Iterator[str]:
+    """The counters' rate lines and, with ``flush_counts``, count lines."""
     suffix = names.suffix
-    # Keys without tags need no work unless the backend cleans names.
-    plain = not names.sanitize
-    ts = f' {snapshot.timestamp}'
-    values = _Values(ts + '\n')
-    pieces: list[str] = []
-    add = pieces.append
-
     if config.legacy_namespace:
         rate_head, rate_extra = _dotted(names.counter), ''
         count_head, count_extra = 'stats_counts.', ''
     else:
         rate_head = count_head = _dotted(names.counter)
         rate_extra, count_extra = '.rate', '.count'
-    rate_end = rate_extra + suffix
-    count_end = count_extra + suffix
     flush_counts = config.flush_counts
-    # The snapshot's counter_rates, computed rather than looked up (a
-    # lookup per key costs more than the division it saves).
     interval = snapshot.flush_interval
-    for key, value in snapshot.counters.items():
-        if plain and ';' not in key:
-            add(rate_head)
-            add(key)
-            add(rate_end)
-            add(values[value / interval])
+    # Keyed by the count, so that one lookup gives the rate's text; the
+    # plain path's texts carry the name's end and the next line's start.
+    rates = _Values(end, scale=interval)
+    counts = _Values(end)
+    if flush_counts:
+        plain_rates = _Values(end, rate_extra + suffix, count_head, interval)
+        plain_counts = _Values(end, count_extra + suffix)
+    else:
+        plain_rates = _Values(end, rate_extra + suffix, '', interval)
+    plain = not names.sanitize
+    counters = snapshot.counters
+    key_chunks = _chunked(counters, size)
+    for keys, chunk in zip(key_chunks, _chunked(counters.values(), size), strict=True):
+        if plain and ';' not in ''.join(keys):
+            # The common case, every step in C: five pieces per name.
+            pieces: Iterable[tuple[str, ...]]
             if flush_counts:
-                add(count_head)
-                add(key)
-                add(count_end)
-                add(values[value])
-        else:
-            name, tail = split(key)
+                pieces = zip(repeat(rate_head), keys, map(plain_rates.__getitem__, chunk),
+                             keys, map(plain_counts.__getitem__, chunk))
+            else:
+                pieces = zip(repeat(rate_head), keys, map(plain_rates.__getitem__, chunk))
+            yield ''.join(chain.from_iterable(pieces))
+            continue
+        out: list[str] = []
+        add = out.append
+        for key, value in zip(keys, chunk, strict=True):
+            name, tail = names.split(key)
             add(rate_head)
             add(name)
             add(rate_extra + tail)
-            add(values[value / interval])
+            add(rates[value])
             if flush_counts:
                 add(count_head)
                 add(name)
                 add(count_extra + tail)
-                add(values[value])
+                add(counts[value])
+        yield ''.join(out)
 
+
+def _timer_chunks(
+    timer_data: Mapping[str, Mapping[str, float]],
+    names: _Names,
+    values: _Values,
+    size: int,
+) -> Iterator[str]:
+    """Every statistic of every timer."""
     timer_ns = _dotted(names.timer)
-    for key, data in timer_data.items():
-        if plain and ';' not in key:
-            head = timer_ns + key + '.'
-            tail = suffix
-        else:
-            name, tail = split(key)
-            head = timer_ns + name + '.'
-        if tail:
-            for stat, value in data.items():
-                add(head)
-                add(stat)
-                add(tail)
-                add(values[value])
-        else:
-            for stat, value in data.items():
-                add(head)
-                add(stat)
-                add(values[value])
+    suffix = names.suffix
+    plain = not names.sanitize
+    for chunk in _chunked(timer_data.items(), size):
+        out: list[str] = []
+        add = out.append
+        for key, data in chunk:
+            if plain and ';' not in key:
+                head = timer_ns + key + '.'
+                tail = suffix
+            else:
+                name, tail = names.split(key)
+                head = timer_ns + name + '.'
+            if tail:
+                for stat, value in data.items():
+                    add(head)
+                    add(stat)
+                    add(tail)
+                    add(values[value])
+            else:
+                for stat, value in data.items():
+                    add(head)
+                    add(stat)
+                    add(values[value])
+        yield ''.join(out)
 
-    gauge_ns = _dotted(names.gauge)
-    for key, value in snapshot.gauges.items():
-        add(gauge_ns)
-        if plain and ';' not in key:
-            add(key)
-            add(suffix)
-        else:
-            name, tail = split(key)
-            add(name)
-            add(tail)
-        add(values[value])
 
-    set_ns = _dotted(names.set)
-    set_end = '.count' + suffix
-    for key, members in snapshot.sets.items():
-        add(set_ns)
-        if plain and ';' not in key:
-            add(key)
-            add(set_end)
-        else:
-            name, tail = split(key)
-            add(name)
-            add('.count' + tail)
-        add(values[len(members)])
+def _one_line_chunks(
+    pairs: Iterable[tuple[str, float]],
+    namespace: Sequence[str],
+    extra: str,
+    names: _Names,
+    values: _Values,
+    size: int,
+) -> Iterator[str]:
+    """One line per key: the gauges, or the sets' counts (`extra` ``.count``)."""
+    head = _dotted(namespace)
+    end = extra + names.suffix
+    plain = not names.sanitize
+    for chunk in _chunked(pairs, size):
+        out: list[str] = []
+        add = out.append
+        for key, value in chunk:
+            add(head)
+            if plain and ';' not in key:
+                add(key)
+                add(end)
+            else:
+                name, tail = names.split(key)
+                add(name)
+                add(extra + tail)
+            add(values[value])
+        yield ''.join(out)
 
-    if len(_sanitized) > 2 * snapshot.num_stats + _SANITIZED_SLACK:
-        _sanitized.clear()
 
+def _own_lines(
+    snapshot: Snapshot,
+    config: AggregatorConfig,
+    stats: GraphiteStats,
+    names: _Names,
+    end: str,
+    busy: float,
+) -> str:
+    """``numStats``, the timings and the ``graphiteStats`` lines."""
+    suffix = names.suffix
     fmt = names.format
     prefix_stats = config.prefix_stats
-    end = ts + '\n'
-    elapsed = str(js_round((timer() - start) * 1000))
+    elapsed = str(js_round(busy * 1000))
+    lines: list[str] = []
+    add = lines.append
     if config.legacy_namespace:
         add(f'{prefix_stats}.numStats{suffix} {snapshot.num_stats}{end}')
         add(f'stats.{prefix_stats}.graphiteStats.calculationtime{suffix} {elapsed}{end}')
@@ -282,4 +309,106 @@ def render(
         ('flush_length', stats.flush_length),
     ):
         add(f'{namespace}{stat}{suffix} {format_js_number(value)}{end}')
-    return ''.join(pieces).encode()
+    return ''.join(lines)
+
+
+def _chunked(items: Iterable[_T], size: int) -> Iterator[list[_T]]:
+    """`items` in lists of `size` (the last one shorter)."""
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def render(
+    snapshot: Snapshot,
+    config: AggregatorConfig,
+    stats: GraphiteStats,
+    *,
+    timer: Callable[[], float] = time.perf_counter,
+) -> bytes:
+    """Render one flush as the Graphite plaintext payload, all at once.
+
+    The lines, their names, values and order are those of etsy statsd's
+    graphite backend: counters, timers, gauges, sets, then ``numStats``,
+    ``graphiteStats.calculationtime``, ``processing_time`` and the
+    ``graphiteStats`` of the previous send.  Every line carries the
+    snapshot's timestamp.  Does no I/O, and may run in several threads at
+    once.  The snapshot's timer statistics are computed here if no one has
+    read them yet; that time is ``processing_time``, not
+    ``calculationtime``.  :func:`render_chunks` gives the same bytes in
+    pieces.
+
+    :param snapshot: the flush to render
+    :param config: the settings (namespaces, suffix, flush_counts)
+    :param stats: the previous send of the sink this payload is for
+    :param timer: monotonic clock in seconds, for ``calculationtime``
+    :returns: ``name value timestamp\\n`` lines, UTF-8 encoded
+    """
+    timer_data = snapshot.timer_data
+    start = timer()
+    names = _Names.of(config)
+    end = f' {snapshot.timestamp}\n'
+    body = ''.join(_body(snapshot, timer_data, config, names, end, CHUNK_NAMES))
+    elapsed = timer() - start
+    return (body + _own_lines(snapshot, config, stats, names, end, elapsed)).encode()
+
+
+def render_chunks(
+    snapshot: Snapshot,
+    config: AggregatorConfig,
+    stats: GraphiteStats,
+    *,
+    timer: Callable[[], float] = time.perf_counter,
+    chunk_names: int = CHUNK_NAMES,
+) -> Iterator[bytes]:
+    """Render one flush as the Graphite plaintext payload, in chunks.
+
+    The lines, their names, values and order are those of etsy statsd's
+    graphite backend: counters, timers, gauges, sets, then ``numStats``,
+    ``graphiteStats.calculationtime``, ``processing_time`` and the
+    ``graphiteStats`` of the previous send.  Every line carries the
+    snapshot's timestamp.  Each chunk holds the whole lines of at most
+    `chunk_names` names, so the caller may send each one before the next
+    is rendered and never hold the whole payload.  Does no I/O, and may
+    run in several threads at once.  The snapshot's timer statistics are
+    computed here if no one has read them yet; that time is
+    ``processing_time``, not ``calculationtime``, which counts only the
+    time spent in this generator, not the caller's between chunks.
+
+    :param snapshot: the flush to render
+    :param config: the settings (namespaces, suffix, flush_counts)
+    :param stats: the previous send of the sink this payload is for
+    :param timer: monotonic clock in seconds, for ``calculationtime``
+    :param chunk_names: names per chunk, at least 1
+    :returns: ``name value timestamp\\n`` lines, UTF-8 encoded
+    """
+    timer_data = snapshot.timer_data
+    start = timer()
+    busy = 0.0
+    names = _Names.of(config)
+    end = f' {snapshot.timestamp}\n'
+    for chunk in _body(snapshot, timer_data, config, names, end, chunk_names):
+        busy += timer() - start
+        yield chunk.encode()
+        start = timer()
+    busy += timer() - start
+    yield _own_lines(snapshot, config, stats, names, end, busy).encode()
+
+
+def _body(
+    snapshot: Snapshot,
+    timer_data: Mapping[str, Mapping[str, float]],
+    config: AggregatorConfig,
+    names: _Names,
+    end: str,
+    size: int,
+) -> Iterator[str]:
+    """Every line but the server's own, `size` names at a time."""
+    values = _Values(end)
+    yield from _counter_chunks(snapshot, config, names, end, size)
+    yield from _timer_chunks(timer_data, names, values, size)
+    yield from _one_line_chunks(snapshot.gauges.items(), names.gauge, '', names, values, size)
+    sizes = ((key, len(members)) for key, members in snapshot.sets.items())
+    yield from _one_line_chunks(sizes, names.set, '.count', names, values, size)
+    if len(_sanitized) > 2 * snapshot.num_stats + _SANITIZED_SLACK:
+        _sanitized.clear()

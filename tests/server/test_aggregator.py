@@ -670,3 +670,31 @@ def test_deletion_switch_defaults() -> None:
         True,
     )
     assert not on.deletes_sets
+
+
+def test_idle_names_take_values_again_in_order() -> None:
+    """A counter or timer idle for a flush takes new samples in its old place;
+    a deleted one comes back last; deleted idle counters stay deleted."""
+    aggregator = Aggregator(AggregatorConfig())
+    aggregator.receive(b'a:1|c\nb:2|c\nt:1|ms\nu:4|ms')
+    aggregator.flush(T0)
+    idle = aggregator.flush(T0 + 10)
+    assert dict(idle.timers) == {'t': (), 'u': ()}
+    assert [idle.counters[k] for k in ('a', 'b')] == [0, 0]
+    aggregator.delete('counters', 'a')
+    aggregator.receive(b'u:3|ms:2|ms\nb:1|c\na:7|c')
+    snap = aggregator.flush(T0 + 20)
+    assert list(snap.counters)[-2:] == ['b', 'a']
+    assert snap.counters['a'] == 7
+    assert dict(snap.timers) == {'t': (), 'u': (2.0, 3.0)}
+    assert snap.timer_counters['u'] == 2
+    assert snap.timer_data['u']['count'] == 2
+    assert aggregator.flush(T0 + 30).counters['a'] == 0
+
+    deleting = Aggregator(AggregatorConfig(delete_counters=True, prefix_stats='x'))
+    deleting.receive(b'a:1|c\nmy.bad_lines_seen:1|c')
+    assert 'a' in deleting.flush(T0).counters
+    assert list(deleting.flush(T0 + 10).counters) == [
+        'x.bad_lines_seen', 'x.packets_received', 'x.metrics_received',
+        'my.bad_lines_seen',
+    ]

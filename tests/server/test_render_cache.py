@@ -177,6 +177,36 @@ def test_random_flushes_match_the_plain_rendering(config: AggregatorConfig) -> N
         )
 
 
+
+@pytest.mark.parametrize('config', CONFIGS, ids=range(len(CONFIGS)))
+@pytest.mark.parametrize('size', [1, 3, 4096])
+def test_chunks_join_to_the_whole_payload(config: AggregatorConfig, size: int) -> None:
+    """render_chunks() gives render()'s bytes, each chunk whole lines of at
+    most `size` names, the server's own lines last."""
+    rng = random.Random(f'chunks-{config}-{size}')
+    aggregator = Aggregator(config, timer=frozen)
+    stats = graphite.GraphiteStats()
+    names = [f'{n}{i}' for n in NAMES for i in range(5)]
+    for flush in range(3):
+        for _ in range(40):
+            aggregator.receive(random_packet(rng, names))
+        snapshot = aggregator.flush(T0 + 10 * flush)
+        chunks = list(graphite.render_chunks(snapshot, config, stats, timer=frozen,
+                                             chunk_names=size))
+        assert b''.join(chunks) == graphite.render(snapshot, config, stats, timer=frozen)
+        own = chunks.pop().decode().split('\n')
+        assert own[0].split(' ')[0].endswith(f'numStats{graphite._Names.of(config).suffix}')
+        assert all(chunk.endswith(b'\n') for chunk in chunks)
+        # Each kind of metric is cut into pieces of `size` names.
+        assert len(chunks) == sum(
+            -(-len(mapping) // size)
+            for mapping in (snapshot.counters, snapshot.timers, snapshot.gauges,
+                            snapshot.sets)
+        )
+        lines = [line for chunk in chunks for line in chunk.decode()[:-1].split('\n')]
+        assert lines == reference_render(snapshot, config, stats)[:len(lines)]
+
+
 def test_values_beyond_the_memo_bound_are_still_formatted(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

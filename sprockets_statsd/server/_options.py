@@ -341,6 +341,10 @@ def options() -> list[Option]:
           'values kept per timer per interval; beyond it a uniform sample '
           'is kept and percentiles become estimates (default 100000)',
           field('max_timer_values', int), 'N'),
+        o(('--keep-container-id',), 'keep_container_id', 'STATSD_KEEP_CONTAINER_ID',
+          'turn the DogStatsD container id (|c:ID) into a container_id tag '
+          'instead of dropping it (default off: a series per container)',
+          switch=True),
         o(('-D', '--daemonize'), 'daemonize', 'STATSD_DAEMONIZE',
           'detach and run in the background (needs python-daemon); '
           'systemd and other supervisors run it in the foreground instead',

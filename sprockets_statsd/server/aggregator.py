@@ -3,11 +3,12 @@
 Strategy: :meth:`Aggregator.receive` is the server's hot path.  It parses
 straight into the aggregation dictionaries with the helpers of
 :mod:`.parser` (the one copy of the grammar) and memoises their results:
-received names map to stored keys, and ``value|type[|@rate]`` pieces map
-to parsed tuples, so a repeated ``1|c`` is parsed once.  Both memos are
-bounded.  :meth:`Aggregator.flush` then reproduces the reference's
-``flushMetrics``: the lag gauge, ``process_metrics``, a snapshot for the
-sinks, and the idle rules.  The timer statistics of ``process_metrics``
+received names (with their DogStatsD tags) map to stored keys, and the
+bodies after the name (``1|c|#env:prod``) map to parsed values, so a
+repeated ``1|c`` is parsed once.  Both memos are bounded.
+:meth:`Aggregator.flush` then reproduces the reference's ``flushMetrics``:
+the lag gauge, ``process_metrics``, a snapshot for the sinks, and the idle
+rules.  The timer statistics of ``process_metrics``
 are computed by the snapshot's first reader (a sink's render thread), not
 on the event loop.
 """
@@ -31,11 +32,14 @@ from sprockets_statsd.server._jsnumber import js_round
 from sprockets_statsd.server._limits import TimerTotals
 from sprockets_statsd.server.config import AggregatorConfig
 from sprockets_statsd.server.parser import (
+    LINE_EVENT,
+    LINE_SERVICE_CHECK,
+    Body,
     ParsedValue,
     is_blank,
     make_key,
-    parse_value,
-    split_line,
+    other_line,
+    parse_body,
 )
 
 __all__ = ['Aggregator', 'MetricKind', 'Snapshot']
@@ -45,12 +49,11 @@ logger = logging.getLogger(__name__)
 # Bounds of the memos: enough for the names and common values of a busy
 # fleet, small enough (a few MB) that unique garbage cannot grow them.
 _MAX_KEYS = 50_000
-_MAX_PIECES = 20_000
+_MAX_BODIES = 20_000
 # How much of a bad line is kept for the log message.
 _MAX_LOGGED = 200
 
 _V = TypeVar('_V')
-_BAD: ParsedValue = ('', 0.0, 1.0, False, '')
 # These counters are zeroed, never deleted; the reference matches them by
 # substring, so a user counter containing one of them is kept too.
 _INTERNAL_COUNTER_MARKS = ('packets_received', 'metrics_received', 'bad_lines_seen')
@@ -182,6 +185,9 @@ class Aggregator:
         self._packets_key = f'{stats}.packets_received'
         self._metrics_key = f'{stats}.metrics_received'
         self._lag_key = f'{stats}.timestamp_lag'
+        self._unknown_key = f'{stats}.unknown_fields_seen'
+        self._events_key = f'{stats}.events_seen'
+        self._checks_key = f'{stats}.service_checks_seen'
         self._counters: dict[str, float] = {
             self._bad_key: 0.0,
             self._packets_key: 0.0,
@@ -198,7 +204,7 @@ class Aggregator:
         self._gauge_ttl: dict[str, int] = {}
         self._sets: dict[str, set[str]] = {}
         self._keys: dict[str, str] = {}
-        self._pieces: dict[str, ParsedValue] = {}
+        self._bodies: dict[str, Body | ParsedValue] = {}
         # 0 when gauges persist, so the hot path tests one integer.
         self._gauge_max_ttl = config.gauges_max_ttl if config.deletes_gauges else 0
         self._old_timestamp = 0
@@ -233,42 +239,54 @@ class Aggregator:
         gauges = self._gauges
         sets = self._sets
         keys = self._keys
-        pieces = self._pieces
+        bodies = self._bodies
         ttl = self._gauge_max_ttl
         room = self._room
         kept = self._config.max_timer_values
-        lines = bad = dropped = 0
+        lines = bad = dropped = unknown = 0
         for line in packet.decode('utf-8', 'replace').split('\n'):
             if not line:
                 continue
-            name, colon, rest = line.partition(':')
-            if colon and '|#' not in line:
-                # split_line() without tags: name, then pieces split on ':'.
-                values = rest.split(':') if ':' in rest else (rest,)
-            elif is_blank(line):
-                continue
-            else:
-                try:
-                    name, tags, values = split_line(line)
-                except MetricParseError:
-                    lines += 1
+            name, colon, body = line.partition(':')
+            if not colon:
+                if is_blank(line):
+                    continue
+                lines += 1
+                # Events and service checks are looked for only where a
+                # metric line fails: make_key() refuses their names.
+                if not self._other_line(line):
                     bad += 1
                     self._note_bad(line)
-                    continue
-                name += tags
+                continue
             lines += 1
+            parsed = bodies.get(body)
+            if parsed is None:
+                parsed = self._parse_body(body)
+            counts: Body | None = None
+            if len(parsed) == 5:  # one sample and nothing else: _parse_body
+                values: tuple[ParsedValue, ...] = (parsed,)
+            else:
+                counts = parsed
+                values, tags, _, _ = counts
+                if tags:
+                    # '\n' never occurs in a name: the memo key is unambiguous.
+                    name = f'{name}\n{tags}'
             key = keys.get(name)
             if key is None:
                 key = self._make_key(name)
             if not key:
-                bad += 1
-                self._note_bad(line)
+                if not self._other_line(line):
+                    bad += 1
+                    self._note_bad(line)
                 continue
-            for text in values:
-                parsed = pieces.get(text)
-                if parsed is None:
-                    parsed = self._parse_piece(text)
-                kind, number, rate, delta, member = parsed
+            if counts is not None:
+                _, _, bad_pieces, unknown_fields = counts
+                if bad_pieces:
+                    bad += bad_pieces
+                    self._note_bad(line)
+                unknown += unknown_fields
+            for parsed_value in values:
+                kind, number, rate, delta, member = parsed_value
                 # A new name takes one unit of room; with none left its
                 # samples are dropped and counted, never an unbounded dict.
                 if kind == 'c':
@@ -317,9 +335,6 @@ class Aggregator:
                         sets[key] = {member}
                     else:
                         dropped += 1
-                else:
-                    bad += 1
-                    self._note_bad(line)
         counters[self._packets_key] += 1
         counters[self._metrics_key] += lines
         if bad:
@@ -332,6 +347,24 @@ class Aggregator:
             key = self._names_dropped_key
             counters[key] = counters.get(key, 0.0) + dropped
             zeros[key] = 0.0
+        if unknown:
+            self._count(self._unknown_key, unknown)
+
+    def _count(self, key: str, count: int) -> None:
+        """Add to an internal counter that is created on first use."""
+        self._counters[key] = self._counters.get(key, 0.0) + count
+        self._zeros[key] = 0.0
+
+    def _other_line(self, line: str) -> bool:
+        """Count `line` if it is an event or a service check."""
+        other = other_line(line)
+        if other == LINE_EVENT:
+            self._count(self._events_key, 1)
+        elif other == LINE_SERVICE_CHECK:
+            self._count(self._checks_key, 1)
+        else:
+            return False
+        return True
 
     def _sample(self, key: str, samples: list[float] | tuple[float, ...],
                 value: float) -> None:
@@ -348,10 +381,15 @@ class Aggregator:
         self._room = self._config.max_names - held
 
     def _make_key(self, raw: str) -> str:
-        """Memoised :func:`.parser.make_key`; ``''`` for a bad name."""
+        """Memoised :func:`.parser.make_key`; ``''`` for a bad name.
+
+        :param raw: the name, then ``\\n`` and the DogStatsD tags if any
+        """
+        name, _, tags = raw.partition('\n')
         try:
             key = make_key(
-                raw,
+                name,
+                tags,
                 sanitize=self._config.key_name_sanitize,
                 prefix=self._config.key_prefix,
             )
@@ -362,15 +400,22 @@ class Aggregator:
         self._keys[raw] = key
         return key
 
-    def _parse_piece(self, text: str) -> ParsedValue:
-        """Memoised :func:`.parser.parse_value`; a kind of ``''`` if bad."""
-        try:
-            parsed = parse_value(text)
-        except MetricParseError:
-            parsed = _BAD
-        if len(self._pieces) >= _MAX_PIECES:
-            self._pieces.clear()
-        self._pieces[text] = parsed
+    def _parse_body(self, text: str) -> Body | ParsedValue:
+        """Memoised :func:`.parser.parse_body`.
+
+        A body of one good sample and nothing else, the common case, is
+        kept as that sample alone: a timer's values rarely repeat, and the
+        smaller entry makes the memo cheaper to fill.
+        """
+        parsed: Body | ParsedValue = parse_body(
+            text, keep_container_id=self._config.keep_container_id
+        )
+        values, tags, bad, unknown = parsed  # type: ignore[misc]
+        if len(values) == 1 and not (tags or bad or unknown):
+            parsed = values[0]
+        if len(self._bodies) >= _MAX_BODIES:
+            self._bodies.clear()
+        self._bodies[text] = parsed
         return parsed
 
     def _note_bad(self, line: str) -> None:

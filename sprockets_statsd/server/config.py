@@ -113,6 +113,9 @@ class AggregatorConfig:
     :param max_timer_values: values kept per timer per interval; beyond it
         a uniform sample is kept and the percentile statistics become
         estimates (not in the reference)
+    :param keep_container_id: turn the DogStatsD container id field
+        (``|c:<id>``) into a ``container_id`` tag; by default it is dropped,
+        since a series per container would multiply the series in Graphite
     :raises ConfigurationError: when a value cannot be used
     """
 
@@ -139,6 +142,7 @@ class AggregatorConfig:
     calculated_timer_metrics: tuple[str, ...] | None = None
     max_names: int = DEFAULT_MAX_NAMES
     max_timer_values: int = DEFAULT_MAX_TIMER_VALUES
+    keep_container_id: bool = False
 
     def __post_init__(self) -> None:
         self._check_numbers()

@@ -1,46 +1,75 @@
 """Sans-I/O parser of the statsd line protocol as the server accepts it.
 
-Grammar (etsy statsd v0.10, with the departures listed in the docs):
-a packet is split on ``\\n`` and empty lines are skipped.  DogStatsD tags
-(``|#k:v,k2:v2``) are cut off the line first and become ``;k=v;k2=v2`` on
-the key.  The rest is split on ``:``: the first piece is the name, every
-further piece is a separate ``value|type[|@rate]`` sample of that key.  A
-bad piece is counted and skipped; the other pieces still count.
+Grammar: a packet is split on ``\\n``; empty lines are skipped.  A line
+starting with ``_e{`` is a DogStatsD event and one starting with ``_sc|`` a
+service check: both are recognised and counted, never aggregated.  Any
+other line is ``name:body``.  The name may carry Graphite (``;k=v``) or
+InfluxDB (``,k=v``) tags, see :mod:`.tags`.
+
+A body is read in one of two forms, told apart by where its first ``:``
+is (a type, a sample rate and a value never contain one):
+
+* **DogStatsD** (``1|c|@0.5|#env:prod|c:abc|T1700000000``): the text before
+  the first ``|`` holds one value, or several separated by ``:`` (protocol
+  1.1 packing, one sample each, sharing the type, rate and tags; a set's
+  member is the whole text, as sets are never packed).  The second field is
+  the type.  Every further field is recognised by its prefix: ``@`` sample
+  rate, ``#`` tags, ``c:`` container id, ``T`` Unix timestamp, ``card:``
+  tag cardinality, ``e:`` external data.  Any other field that starts with
+  a letter is a newer extension: it is skipped and counted in
+  ``unknown_fields``.  A field that starts with anything else, an empty
+  field, or a known field written wrong makes the line bad.
+* **etsy's several samples** (``1|c:20|ms``): when the type field, or an
+  ``@rate`` field, contains a ``:``, the line is etsy's form where every
+  ``:``-separated piece is a ``value|type[|@rate]`` sample of its own; its
+  DogStatsD tags are cut off first, as the reference does.  A bad piece is
+  counted and skipped; the other pieces still count.
 
 This module holds the *only* copy of these rules.  The aggregator's hot
-path calls the same helpers (:func:`split_line`, :func:`parse_value`,
-:func:`make_key`) and merely caches their results.
+path calls :func:`parse_body` and :func:`make_key` and caches their
+results.
 """
 
 from __future__ import annotations
 
-import functools
-import re
 from typing import NamedTuple
 
 from sprockets_statsd.errors import MetricParseError
+from sprockets_statsd.server.tags import canonical_key, sanitize_key
 
 __all__ = [
+    'CONTAINER_TAG',
     'KIND_COUNTER',
     'KIND_GAUGE',
     'KIND_SET',
     'KIND_TIMER',
+    'LINE_EVENT',
+    'LINE_SERVICE_CHECK',
+    'Body',
     'ParseResult',
     'ParsedValue',
     'Sample',
     'is_blank',
     'make_key',
+    'other_line',
+    'parse_body',
     'parse_line',
     'parse_packet',
     'parse_value',
     'sanitize_key',
-    'split_line',
 ]
 
 KIND_COUNTER = 'c'
 KIND_TIMER = 'ms'
 KIND_GAUGE = 'g'
 KIND_SET = 's'
+
+#: :func:`other_line` results.
+LINE_EVENT = 'event'
+LINE_SERVICE_CHECK = 'service_check'
+
+#: The tag a kept container id becomes (see ``keep_container_id``).
+CONTAINER_TAG = 'container_id'
 
 # Type strings on the wire.  ``h`` and ``d`` (DogStatsD histogram and
 # distribution) are timers; every other type is a bad line (the reference
@@ -55,26 +84,37 @@ _TYPES = {
 }
 # Tolerated after the type, so that ``\r\n`` line ends and padding work.
 _TRAILING_WS = ' \t\r\x0b\x0c'
-# JavaScript's ``\s``, which the reference uses to sanitise names.
-_WHITESPACE_RUN = re.compile(
-    '[\t\n\x0b\x0c\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]+'
-)
-_DISALLOWED = re.compile(r'[^A-Za-z0-9_.;=\-]')
-# Distinct tag sets remembered; a service sends few, garbage evicts itself.
-_MAX_TAG_SETS = 4096
+# Service check statuses: OK, WARNING, CRITICAL, UNKNOWN.
+_CHECK_STATUSES = frozenset('0123')
 
-#: ``(kind, number, rate, delta, member)`` of one ``value|type[|@rate]``
-#: piece: `number` is the value as written (not rate-scaled; 0 for sets),
-#: `delta` is true for a gauge written with a leading sign, `member` is the
-#: set member (empty for other kinds).
+#: ``(kind, number, rate, delta, member)`` of one sample: `number` is the
+#: value as written (not rate-scaled; 0 for sets), `delta` is true for a
+#: gauge written with a leading sign, `member` is the set member (empty for
+#: other kinds).
 ParsedValue = tuple[str, float, float, bool, str]
+
+
+class Body(NamedTuple):
+    """What :func:`parse_body` found after a line's name.
+
+    :param values: the good samples, in line order
+    :param tags: the DogStatsD tag text (without ``#``), with the container
+        id appended as a tag when it is kept; ``''`` for none
+    :param bad: bad pieces (a bad line counts 1)
+    :param unknown_fields: fields skipped because their prefix is unknown
+    """
+
+    values: tuple[ParsedValue, ...]
+    tags: str = ''
+    bad: int = 0
+    unknown_fields: int = 0
 
 
 class Sample(NamedTuple):
     """One metric sample, as :func:`parse_line` and :func:`parse_packet` give it.
 
-    :param key: the final key: name, then the DogStatsD tags as
-        ``;k=v`` pairs, sanitised and prefixed as configured
+    :param key: the final key: name, then the tags as ``;k=v`` pairs sorted
+        by key, sanitised and prefixed as configured
     :param kind: ``'c'``, ``'ms'`` (also for ``h`` and ``d``), ``'g'``
         or ``'s'``
     :param value: the number as written, or the member of a set
@@ -96,11 +136,17 @@ class ParseResult(NamedTuple):
     :param metrics_seen: non-empty lines (the reference's
         ``metrics_received``)
     :param bad_lines: bad pieces (the reference's ``bad_lines_seen``)
+    :param events: DogStatsD events seen
+    :param service_checks: DogStatsD service checks seen
+    :param unknown_fields: fields skipped because their prefix is unknown
     """
 
     samples: tuple[Sample, ...]
     metrics_seen: int
     bad_lines: int
+    events: int = 0
+    service_checks: int = 0
+    unknown_fields: int = 0
 
 
 def _number(text: str, what: str) -> float:
@@ -121,99 +167,216 @@ def _number(text: str, what: str) -> float:
     raise MetricParseError(f'{what} {text!r} is not a finite decimal number')
 
 
-def parse_value(piece: str) -> ParsedValue:
-    """Parse one ``value|type[|@rate]`` piece of a line.
-
-    Fields after the sample rate are ignored, as in the reference.
-
-    :param piece: the text between two ``:`` (or after the last one)
-    :returns: the parsed piece, see :data:`ParsedValue`
-    :raises MetricParseError: for an unknown or missing type, a value that
-        is not a finite number (any text is a set member), a negative timer
-        or a sample rate that is not ``@`` and a number in (0, 1]
-    """
-    fields = piece.split('|')
-    if len(fields) < 2:
-        raise MetricParseError(f'{piece!r} has no "|type"')
-    kind = _TYPES.get(fields[1]) or _TYPES.get(fields[1].rstrip(_TRAILING_WS))
+def _kind(text: str) -> str:
+    kind = _TYPES.get(text) or _TYPES.get(text.rstrip(_TRAILING_WS))
     if kind is None:
-        raise MetricParseError(f'{piece!r}: unknown metric type {fields[1]!r}')
-    rate = 1.0
-    if len(fields) > 2:
-        rate_text = fields[2]
-        if rate_text[:1] != '@':
-            raise MetricParseError(f'{piece!r}: {rate_text!r} is not "@rate"')
-        rate = _number(rate_text[1:], 'sample rate')
-        if not 0 < rate <= 1:
-            raise MetricParseError(f'{piece!r}: sample rate must be in (0, 1]')
-    text = fields[0]
+        raise MetricParseError(f'unknown metric type {text!r}')
+    return kind
+
+
+def _rate(text: str) -> float:
+    rate = _number(text[1:], 'sample rate')
+    if not 0 < rate <= 1:
+        raise MetricParseError(f'sample rate {text!r} is not in (0, 1]')
+    return rate
+
+
+def _value(kind: str, text: str, rate: float) -> ParsedValue:
+    """One sample of `kind` written as `text`."""
     if kind == KIND_SET:
         # The reference stores an empty member as "0".
         return kind, 0.0, rate, False, text or '0'
     value = _number(text, 'value')
     if kind == KIND_TIMER and value < 0:
-        raise MetricParseError(f'{piece!r}: a timer cannot be negative')
+        raise MetricParseError(f'{text!r}: a timer cannot be negative')
     delta = kind == KIND_GAUGE and text.startswith(('+', '-'))
     return kind, value, rate, delta, ''
 
 
-def split_line(line: str) -> tuple[str, str, list[str]]:
-    """Split one line into its name, its tag suffix and its value pieces.
+class _Fields:
+    """The ``|``-fields after the type, each recognised by its prefix."""
 
-    :param line: one line, without the ``\\n``
-    :returns: ``(name, tags, pieces)`` where `tags` is ``''`` or the
-        DogStatsD tags as ``;k=v`` pairs (in each tag the first ``;``
-        becomes ``_`` and the first ``:`` becomes ``=``, empty tags are
-        dropped) and `pieces` are the ``value|type[|@rate]`` texts
-    :raises MetricParseError: when there is no ``:`` after the name
+    __slots__ = ('container', 'rate', 'tags', 'unknown')
+
+    def __init__(self, fields: list[str]) -> None:
+        self.rate = 1.0
+        self.tags = ''
+        self.container = ''
+        self.unknown = 0
+        seen: set[str] = set()
+        for field in fields:
+            if field.startswith('c:'):
+                what = 'c:'
+            elif field.startswith('card:'):
+                what = 'card:'
+            elif field.startswith('e:'):
+                what = 'e:'
+            else:
+                what = field[:1]
+                if what not in ('@', '#', 'T'):
+                    if what.isascii() and what.isalpha():
+                        self.unknown += 1  # a newer extension: skip it
+                        continue
+                    raise MetricParseError(f'{field!r} is not a known field')
+            if what in seen:
+                # Only the first of each field counts (the reference reads
+                # the first tags only).
+                self.unknown += 1
+                continue
+            seen.add(what)
+            rest = field[len(what):]
+            if what == '@':
+                self.rate = _rate(field)
+            elif what == '#':
+                self.tags = rest
+            elif what == 'T':
+                # Aggregated into the current interval: checked, not used.
+                if not (rest.isascii() and rest.isdigit()):
+                    raise MetricParseError(f'timestamp {field!r} is not T<digits>')
+            elif not rest:
+                raise MetricParseError(f'field {field!r} is empty')
+            elif what == 'c:':
+                self.container = rest
+
+
+def _with_container(fields: _Fields, keep_container_id: bool) -> str:
+    if keep_container_id and fields.container:
+        tag = f'{CONTAINER_TAG}:{fields.container}'
+        return f'{fields.tags},{tag}' if fields.tags else tag
+    return fields.tags
+
+
+def parse_value(piece: str) -> ParsedValue:
+    """Parse one ``value|type[|@rate]`` piece of etsy's several-samples form.
+
+    Further fields are read like those of a DogStatsD line; tags and the
+    container id have no place in a piece (they would contain a ``:``).
+
+    :param piece: the text between two ``:`` (or after the last one)
+    :returns: the parsed piece, see :data:`ParsedValue`
+    :raises MetricParseError: for an unknown or missing type, a value that
+        is not a finite number (any text is a set member), a negative timer,
+        a sample rate that is not ``@`` and a number in (0, 1], or a field
+        written wrong
     """
-    line = line.rstrip(_TRAILING_WS)
+    fields = piece.rstrip(_TRAILING_WS).split('|')
+    if len(fields) < 2:
+        raise MetricParseError(f'{piece!r} has no "|type"')
+    kind = _kind(fields[1])
+    rate = _Fields(fields[2:]).rate if len(fields) > 2 else 1.0
+    return _value(kind, fields[0], rate)
+
+
+def _parse_etsy(body: str, keep_container_id: bool) -> Body:
+    """A body in etsy's several-samples form (``1|c:20|ms``)."""
+    head, hash_, tail = body.partition('|#')
     tags = ''
-    if '|#' in line:
-        line, _, tag_text = line.partition('|#')
-        tags = _tag_suffix(tag_text)
-    name, colon, rest = line.partition(':')
-    if not colon:
-        raise MetricParseError(f'{line!r} has no ":value|type"')
-    return name, tags, rest.split(':')
+    unknown = 0
+    if hash_:
+        fields = _Fields(('#' + tail).split('|'))
+        tags = _with_container(fields, keep_container_id)
+        unknown = fields.unknown
+    values: list[ParsedValue] = []
+    bad = 0
+    for piece in head.split(':'):
+        try:
+            values.append(parse_value(piece))
+        except MetricParseError:
+            bad += 1
+    return Body(tuple(values), tags, bad, unknown)
 
 
-@functools.lru_cache(maxsize=_MAX_TAG_SETS)
-def _tag_suffix(tag_text: str) -> str:
-    """``a:b,c:d`` -> ``;a=b;c=d`` (memoised: services repeat tag sets)."""
-    return ''.join(
-        ';' + tag.replace(';', '_', 1).replace(':', '=', 1)
-        for tag in tag_text.split('|#', 1)[0].split(',')
-        if tag
-    )
+def parse_body(body: str, *, keep_container_id: bool = False) -> Body:
+    """Parse what follows the name's ``:`` on a line.
 
+    Never raises: bad pieces are counted in :attr:`Body.bad` (1 when the
+    whole body is bad).
 
-def sanitize_key(key: str) -> str:
-    """Clean a key like the reference's ``keyNameSanitize``.
-
-    Runs of whitespace become ``_``, ``/`` becomes ``-``, and every
-    character outside ``[A-Za-z0-9_.;=-]`` is deleted.
-
-    :param key: the received name, tags included
-    :returns: the cleaned key
+    :param body: the text after the first ``:`` of the line
+    :param keep_container_id: turn a ``|c:`` container id into a
+        ``container_id`` tag instead of dropping it
+    :returns: the samples, the tag text and the counts
     """
-    return _DISALLOWED.sub('', _WHITESPACE_RUN.sub('_', key).replace('/', '-'))
+    body = body.rstrip(_TRAILING_WS)
+    parts = body.split('|')
+    if len(parts) < 2:
+        return Body((), '', 1, 0)
+    if ':' in parts[1] or (len(parts) > 2 and parts[2][:1] == '@' and ':' in parts[2]):
+        try:
+            return _parse_etsy(body, keep_container_id)
+        except MetricParseError:
+            return Body((), '', 1, 0)
+    try:
+        kind = _kind(parts[1])
+        if len(parts) > 2:
+            fields = _Fields(parts[2:])
+            rate = fields.rate
+            tags = _with_container(fields, keep_container_id)
+            unknown = fields.unknown
+        else:
+            rate, tags, unknown = 1.0, '', 0
+    except MetricParseError:
+        return Body((), '', 1, 0)
+    text = parts[0]
+    if kind == KIND_SET or ':' not in text:
+        try:
+            return Body((_value(kind, text, rate),), tags, 0, unknown)
+        except MetricParseError:
+            return Body((), '', 1, 0)
+    values: list[ParsedValue] = []
+    bad = 0
+    for piece in text.split(':'):
+        try:
+            values.append(_value(kind, piece, rate))
+        except MetricParseError:
+            bad += 1
+    return Body(tuple(values), tags, bad, unknown)
 
 
-def make_key(raw: str, *, sanitize: bool = True, prefix: str = '') -> str:
-    """Build the stored key from a received name and tag suffix.
+def other_line(line: str) -> str | None:
+    """Whether a line is a DogStatsD event or service check.
 
-    :param raw: the name followed by the tag suffix of :func:`split_line`
-    :param sanitize: apply :func:`sanitize_key`
+    :param line: one line, without its ``\\n``
+    :returns: :data:`LINE_EVENT`, :data:`LINE_SERVICE_CHECK`, or ``None``
+        for a line that is neither (a metric, or a bad line)
+    """
+    if line.startswith('_e{'):
+        # _e{<title length>,<text length>}:<title>|<text>[|fields]
+        lengths, brace, _ = line[3:].partition('}:')
+        title, comma, text = lengths.partition(',')
+        if (
+            brace
+            and comma
+            and title.isascii()
+            and title.isdigit()
+            and text.isascii()
+            and text.isdigit()
+            and int(title) > 0
+        ):
+            return LINE_EVENT
+    elif line.startswith('_sc|'):
+        # _sc|<name>|<status>[|fields]
+        fields = line.split('|')
+        if len(fields) >= 3 and fields[1] and fields[2].rstrip(_TRAILING_WS) in _CHECK_STATUSES:
+            return LINE_SERVICE_CHECK
+    return None
+
+
+def make_key(
+    raw: str, tags: str = '', *, sanitize: bool = True, prefix: str = ''
+) -> str:
+    """Build the stored key from a received name and its DogStatsD tags.
+
+    See :func:`.tags.canonical_key` for the rules.
+
+    :param raw: the name as received, Graphite or InfluxDB tags included
+    :param tags: the DogStatsD tag text of :attr:`Body.tags`
+    :param sanitize: clean the name and the tags
     :param prefix: prepended with a ``.`` unless empty
     :returns: the key under which the sample is aggregated
-    :raises MetricParseError: when the name part (before any ``;``) is
-        empty
+    :raises MetricParseError: when the name is empty or mixes dialects
     """
-    key = sanitize_key(raw) if sanitize else raw
-    if not key or key[0] == ';':
-        raise MetricParseError(f'{raw!r}: the metric name is empty')
-    return f'{prefix}.{key}' if prefix else key
+    return canonical_key(raw, tags, sanitize=sanitize, prefix=prefix)
 
 
 def is_blank(line: str) -> bool:
@@ -227,32 +390,48 @@ def is_blank(line: str) -> bool:
 
 
 def parse_line(
-    line: bytes | str, *, sanitize: bool = True, prefix: str = ''
+    line: bytes | str,
+    *,
+    sanitize: bool = True,
+    prefix: str = '',
+    keep_container_id: bool = False,
 ) -> list[Sample]:
-    """Parse one line strictly.
+    """Parse one metric line strictly.
 
     :param line: the line, without its ``\\n``; bytes are decoded as UTF-8
         with replacement characters, as the reference does
     :param sanitize: clean the key (``keyNameSanitize``)
     :param prefix: key prefix, see :attr:`.AggregatorConfig.key_prefix`
-    :returns: one sample per ``value|type`` piece; none for a blank line
-    :raises MetricParseError: if any part of the line is bad
+    :param keep_container_id: see :func:`parse_body`
+    :returns: one sample per value; none for a blank line (unknown fields
+        are skipped)
+    :raises MetricParseError: if any part of the line is bad, and for an
+        event or a service check (which carry no sample)
     """
     text = line.decode('utf-8', 'replace') if isinstance(line, bytes) else line
     if is_blank(text):
         return []
-    name, tags, pieces = split_line(text)
-    key = make_key(name + tags, sanitize=sanitize, prefix=prefix)
-    samples = []
-    for piece in pieces:
-        kind, number, rate, delta, member = parse_value(piece)
-        value: float | str = member if kind == KIND_SET else number
-        samples.append(Sample(key, kind, value, rate, delta))
-    return samples
+    name, colon, rest = text.partition(':')
+    if not colon:
+        raise MetricParseError(f'{text!r} has no ":value|type"')
+    body = parse_body(rest, keep_container_id=keep_container_id)
+    if body.bad:
+        raise MetricParseError(f'{text!r} is not a good statsd line')
+    key = make_key(name, body.tags, sanitize=sanitize, prefix=prefix)
+    return [_sample(key, value) for value in body.values]
+
+
+def _sample(key: str, parsed: ParsedValue) -> Sample:
+    kind, number, rate, delta, member = parsed
+    return Sample(key, kind, member if kind == KIND_SET else number, rate, delta)
 
 
 def parse_packet(
-    data: bytes, *, sanitize: bool = True, prefix: str = ''
+    data: bytes,
+    *,
+    sanitize: bool = True,
+    prefix: str = '',
+    keep_container_id: bool = False,
 ) -> ParseResult:
     """Parse a datagram (or a chunk of complete lines) leniently.
 
@@ -262,26 +441,34 @@ def parse_packet(
     :param data: the packet
     :param sanitize: clean keys (``keyNameSanitize``)
     :param prefix: key prefix, see :attr:`.AggregatorConfig.key_prefix`
-    :returns: the good samples and the counts of lines and bad pieces
+    :param keep_container_id: see :func:`parse_body`
+    :returns: the good samples and the counts
     """
     samples: list[Sample] = []
-    seen = bad = 0
+    seen = bad = events = checks = unknown = 0
     for line in data.decode('utf-8', 'replace').split('\n'):
         if is_blank(line):
             continue
         seen += 1
+        if line[0] == '_':
+            other = other_line(line)
+            if other == LINE_EVENT:
+                events += 1
+                continue
+            if other == LINE_SERVICE_CHECK:
+                checks += 1
+                continue
+        name, colon, rest = line.partition(':')
+        if not colon:
+            bad += 1
+            continue
+        body = parse_body(rest, keep_container_id=keep_container_id)
         try:
-            name, tags, pieces = split_line(line)
-            key = make_key(name + tags, sanitize=sanitize, prefix=prefix)
+            key = make_key(name, body.tags, sanitize=sanitize, prefix=prefix)
         except MetricParseError:
             bad += 1
             continue
-        for piece in pieces:
-            try:
-                kind, number, rate, delta, member = parse_value(piece)
-            except MetricParseError:
-                bad += 1
-                continue
-            value: float | str = member if kind == KIND_SET else number
-            samples.append(Sample(key, kind, value, rate, delta))
-    return ParseResult(tuple(samples), seen, bad)
+        bad += body.bad
+        unknown += body.unknown_fields
+        samples.extend(_sample(key, value) for value in body.values)
+    return ParseResult(tuple(samples), seen, bad, events, checks, unknown)

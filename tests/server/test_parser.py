@@ -6,15 +6,16 @@ import pytest
 
 from sprockets_statsd.errors import MetricParseError
 from sprockets_statsd.server.parser import (
+    Body,
     ParseResult,
     Sample,
     is_blank,
     make_key,
+    parse_body,
     parse_line,
     parse_packet,
     parse_value,
     sanitize_key,
-    split_line,
 )
 
 
@@ -91,12 +92,13 @@ def test_dogstatsd_tags_become_graphite_tags() -> None:
     ]
 
 
-def test_tag_mangling_replaces_only_the_first_separator() -> None:
-    """In each tag the first ``;`` becomes ``_`` and the first ``:`` ``=``."""
-    _, tags, _ = split_line('k:1|c|#a;b;c:x:y')
-    assert tags == ';a_b;c=x:y'
-    # Sanitising keeps ';' and '=' but deletes the remaining ':'.
-    assert parse_line('k:1|c|#a;b;c:x:y')[0].key == 'k;a_b;c=xy'
+def test_separators_inside_a_tag_cannot_start_another() -> None:
+    """Every ``;`` in a tag key becomes ``_``; the first ``:`` ends the key.
+
+    The reference replaced only the first ``;``, so that the rest started
+    a second, malformed tag; sanitising deletes the remaining ``:``.
+    """
+    assert parse_line('k:1|c|#a;b;c:x:y')[0].key == 'k;a_b_c=xy'
 
 
 def test_tags_with_rate_and_several_values() -> None:
@@ -228,11 +230,13 @@ def test_parse_value_reports_the_parts() -> None:
     assert parse_value('x|s') == ('s', 0.0, 1.0, False, 'x')
 
 
-def test_split_line_parts() -> None:
-    """split_line returns the name, the tag suffix and the pieces."""
-    assert split_line('a.b:1|c:2|c|#x:y') == ('a.b', ';x=y', ['1|c', '2|c'])
+def test_parse_body_parts() -> None:
+    """parse_body returns the samples, the tag text and the counts."""
+    assert parse_body('1|c:2|c|#x:y') == Body(
+        (('c', 1.0, 1.0, False, ''), ('c', 2.0, 1.0, False, '')), 'x:y', 0, 0
+    )
     with pytest.raises(MetricParseError):
-        split_line('no-colon')
+        parse_line('no-colon')
 
 
 def test_make_key_rejects_empty_names() -> None:

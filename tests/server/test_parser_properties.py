@@ -18,7 +18,9 @@ T0 = 1_700_000_000.0
 # that examples reach deep into it rather than failing at the first ':'.
 _SYNTAX = st.sampled_from(
     [b':', b'|', b'\n', b'\r', b'|#', b',', b'@', b'c', b'ms', b'g', b's', b'h',
-     b'1', b'-', b'+', b'.', b'e', b' ', b';', b'\xff', b'0.5', b'a']
+     b'1', b'-', b'+', b'.', b'e', b' ', b';', b'\xff', b'0.5', b'a',
+     b'|c:', b'|T', b'|T17', b'|card:', b'|e:', b'_e{', b'_sc|', b'=', b'#', b'}:',
+     b':1:2', b'|d', b'd']
 )
 packets = st.lists(st.one_of(_SYNTAX, st.binary(max_size=8)), max_size=40).map(b''.join)
 
@@ -35,6 +37,8 @@ BAD_LINES = [
     'nocolon', 'k:1|x', 'k:1', ':1|c', 'k:|c', 'k:NaN|c', 'k:Infinity|g',
     'k:0x1A|c', 'k:-5|ms', 'k:-5|ms\r', 'k:1|c|@2', 'k:1|c|@0', 'k:1|c|0.5',
     'k:1|', 'k:1|MS', 'k:1_0|c', '!!!:1|c',
+    'k:1|g|T', 'k:1|g|Tx', 'k:1|c|c:', 'k:1|c|card:', 'k:1|c|e:', 'k:1|c|9',
+    'k:1|c||#a:b', 'x,a=b;c=d:1|c', '_sc|x', '_e{x,1}:a|b', 'k:x|d|#a:b',
 ]
 
 
@@ -91,12 +95,15 @@ def test_arbitrary_bytes_never_escape_and_agree(data: list[bytes]) -> None:
     standalone parser gives for the same packets.
     """
     aggregator = Aggregator(AggregatorConfig())
-    seen = bad = 0
+    seen = bad = events = checks = unknown = 0
     combined: list[Sample] = []
     for packet in data:
         result = parse_packet(packet)
         seen += result.metrics_seen
         bad += result.bad_lines
+        events += result.events
+        checks += result.service_checks
+        unknown += result.unknown_fields
         combined.extend(result.samples)
         aggregator.receive(packet)
     snapshot = aggregator.flush(T0)
@@ -105,6 +112,18 @@ def test_arbitrary_bytes_never_escape_and_agree(data: list[bytes]) -> None:
     assert snapshot.packets_received == len(data)
     assert snapshot.metrics_received == seen
     assert snapshot.bad_lines_seen == bad
+    assert snapshot.counters.get('statsd.events_seen', 0) == events
+    assert snapshot.counters.get('statsd.service_checks_seen', 0) == checks
+    assert snapshot.counters.get('statsd.unknown_fields_seen', 0) == unknown
+    for key in observed(snapshot)['counters']:  # type: ignore[attr-defined]
+        # Nothing malformed reaches a key: a clean name, then sorted k=v tags.
+        name, *tags = key.split(';')
+        assert name
+        assert '=' not in name or not tags
+        assert all(t.partition('=')[0] and t.partition('=')[2] for t in tags)
+        assert [t.partition('=')[0] for t in tags] == sorted(
+            {t.partition('=')[0] for t in tags}
+        )
 
 
 def _good_line(name: str, kind: str, value: float, rate: float | None) -> str:
@@ -167,3 +186,58 @@ def test_good_lines_count_next_to_bad_ones(
     }
     assert snapshot.bad_lines_seen == bad
     assert snapshot.metrics_received == len(entries)
+
+
+tag_sets = st.dictionaries(
+    st.text('abkz', min_size=1, max_size=3), st.text('xy019', min_size=1, max_size=3),
+    max_size=4,
+)
+
+
+def _render(name: str, tags: dict[str, str], dialect: str, order: list[int]) -> tuple[str, str]:
+    """``(head, tail)`` of a line carrying `tags` in `dialect` and `order`."""
+    items = [list(tags.items())[i] for i in order]
+    if dialect == 'graphite':
+        return name + ''.join(f';{k}={v}' for k, v in items), ''
+    if dialect == 'influxdb':
+        return name + ''.join(f',{k}={v}' for k, v in items), ''
+    return name, ('|#' + ','.join(f'{k}:{v}' for k, v in items)) if items else ''
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(['graphite', 'influxdb', 'dogstatsd']),
+            st.randoms(use_true_random=False),
+            st.lists(st.integers(0, 1000), min_size=1, max_size=4),
+            st.sampled_from(['', '|c:abc', '|T1700000000', '|card:low', '|zz:new']),
+            rates,
+        ),
+        min_size=1,
+        max_size=20,
+    ),
+    tag_sets,
+)
+def test_one_tag_set_is_one_series_in_any_dialect_and_order(
+    lines: list[tuple[str, object, list[int], str, float | None]],
+    tags: dict[str, str],
+) -> None:
+    """Packed counters with one tag set, in any dialect, order and fields, sum to one key."""
+    text = []
+    total = 0.0
+    for dialect, rnd, values, extra, rate in lines:
+        order = list(range(len(tags)))
+        rnd.shuffle(order)  # type: ignore[attr-defined]
+        head, tail = _render('m', tags, dialect, order)
+        packed = ':'.join(str(v) for v in values)
+        rate_text = f'|@{rate}' if rate is not None else ''
+        text.append(f'{head}:{packed}|c{rate_text}{tail}{extra}')
+        for value in values:  # in the aggregator's order: floats add exactly alike
+            total += value * (1 / (rate or 1.0))
+    aggregator = Aggregator(AggregatorConfig())
+    aggregator.receive('\n'.join(text).encode())
+    snapshot = aggregator.flush(T0)
+    key = 'm' + ''.join(f';{k}={tags[k]}' for k in sorted(tags))
+    assert observed(snapshot)['counters'] == {key: total}
+    assert snapshot.bad_lines_seen == 0

@@ -94,20 +94,13 @@ _CHECK_STATUSES = frozenset('0123')
 ParsedValue = tuple[str, float, float, bool, str]
 
 
-class Body(NamedTuple):
-    """What :func:`parse_body` found after a line's name.
-
-    :param values: the good samples, in line order
-    :param tags: the DogStatsD tag text (without ``#``), with the container
-        id appended as a tag when it is kept; ``''`` for none
-    :param bad: bad pieces (a bad line counts 1)
-    :param unknown_fields: fields skipped because their prefix is unknown
-    """
-
-    values: tuple[ParsedValue, ...]
-    tags: str = ''
-    bad: int = 0
-    unknown_fields: int = 0
+#: ``(values, tags, bad, unknown_fields)``: what :func:`parse_body` found
+#: after a line's name.  `values` are the good samples in line order;
+#: `tags` is the DogStatsD tag text (without ``#``), the container id
+#: appended as a tag when it is kept, ``''`` for none; `bad` counts bad
+#: pieces (1 for a bad body); `unknown_fields` counts fields skipped because
+#: their prefix is unknown.  A plain tuple: one is built per memo miss.
+Body = tuple[tuple[ParsedValue, ...], str, int, int]
 
 
 class Sample(NamedTuple):
@@ -283,13 +276,16 @@ def _parse_etsy(body: str, keep_container_id: bool) -> Body:
             values.append(parse_value(piece))
         except MetricParseError:
             bad += 1
-    return Body(tuple(values), tags, bad, unknown)
+    return tuple(values), tags, bad, unknown
+
+
+_BAD_BODY: Body = ((), '', 1, 0)
 
 
 def parse_body(body: str, *, keep_container_id: bool = False) -> Body:
     """Parse what follows the name's ``:`` on a line.
 
-    Never raises: bad pieces are counted in :attr:`Body.bad` (1 when the
+    Never raises: bad pieces are counted in the :data:`Body` (1 when the
     whole body is bad).
 
     :param body: the text after the first ``:`` of the line
@@ -297,32 +293,53 @@ def parse_body(body: str, *, keep_container_id: bool = False) -> Body:
         ``container_id`` tag instead of dropping it
     :returns: the samples, the tag text and the counts
     """
-    body = body.rstrip(_TRAILING_WS)
     parts = body.split('|')
-    if len(parts) < 2:
-        return Body((), '', 1, 0)
-    if ':' in parts[1] or (len(parts) > 2 and parts[2][:1] == '@' and ':' in parts[2]):
+    count = len(parts)
+    if count == 2:
+        # The common ``value|type``: no fields, nothing to strip.
+        kind = _TYPES.get(parts[1])
+        text = parts[0]
+        if kind is not None and kind != KIND_SET and ':' not in text:
+            # _value() and _number() inlined: a memo miss is the hot path
+            # of timers.  A property test holds it to the general path.
+            if text.isascii() and '_' not in text:
+                try:
+                    number = float(text)
+                except ValueError:
+                    return _BAD_BODY
+                if number - number == 0 and (number >= 0 or kind != KIND_TIMER):
+                    delta = kind == KIND_GAUGE and text[0] in '+-'
+                    return ((kind, number, 1.0, delta, ''),), '', 0, 0
+            return _BAD_BODY
+    parts = body.rstrip(_TRAILING_WS).split('|')
+    count = len(parts)
+    if count < 2:
+        return _BAD_BODY
+    kind = _TYPES.get(parts[1]) or _TYPES.get(parts[1].rstrip(_TRAILING_WS))
+    if kind is None or (count > 2 and parts[2][:1] == '@' and ':' in parts[2]):
+        if ':' in parts[1] or kind is not None:
+            try:
+                return _parse_etsy(body.rstrip(_TRAILING_WS), keep_container_id)
+            except MetricParseError:
+                pass
+        return _BAD_BODY
+    rate = 1.0
+    tags = ''
+    unknown = 0
+    if count > 2:
         try:
-            return _parse_etsy(body, keep_container_id)
-        except MetricParseError:
-            return Body((), '', 1, 0)
-    try:
-        kind = _kind(parts[1])
-        if len(parts) > 2:
             fields = _Fields(parts[2:])
-            rate = fields.rate
-            tags = _with_container(fields, keep_container_id)
-            unknown = fields.unknown
-        else:
-            rate, tags, unknown = 1.0, '', 0
-    except MetricParseError:
-        return Body((), '', 1, 0)
+        except MetricParseError:
+            return _BAD_BODY
+        rate = fields.rate
+        tags = _with_container(fields, keep_container_id) if fields.container else fields.tags
+        unknown = fields.unknown
     text = parts[0]
     if kind == KIND_SET or ':' not in text:
         try:
-            return Body((_value(kind, text, rate),), tags, 0, unknown)
+            return (_value(kind, text, rate),), tags, 0, unknown
         except MetricParseError:
-            return Body((), '', 1, 0)
+            return _BAD_BODY
     values: list[ParsedValue] = []
     bad = 0
     for piece in text.split(':'):
@@ -330,7 +347,7 @@ def parse_body(body: str, *, keep_container_id: bool = False) -> Body:
             values.append(_value(kind, piece, rate))
         except MetricParseError:
             bad += 1
-    return Body(tuple(values), tags, bad, unknown)
+    return tuple(values), tags, bad, unknown
 
 
 def other_line(line: str) -> str | None:
@@ -370,12 +387,16 @@ def make_key(
     See :func:`.tags.canonical_key` for the rules.
 
     :param raw: the name as received, Graphite or InfluxDB tags included
-    :param tags: the DogStatsD tag text of :attr:`Body.tags`
+    :param tags: the DogStatsD tag text of a :data:`Body`
     :param sanitize: clean the name and the tags
     :param prefix: prepended with a ``.`` unless empty
     :returns: the key under which the sample is aggregated
-    :raises MetricParseError: when the name is empty or mixes dialects
+    :raises MetricParseError: when the name is empty or mixes dialects, and
+        for the names of events (``_e{``) and service checks (``_sc|``),
+        so that such a line is one or a bad line, never a metric
     """
+    if raw.startswith(('_e{', '_sc|')):
+        raise MetricParseError(f'{raw!r} is an event or service check')
     return canonical_key(raw, tags, sanitize=sanitize, prefix=prefix)
 
 
@@ -414,11 +435,11 @@ def parse_line(
     name, colon, rest = text.partition(':')
     if not colon:
         raise MetricParseError(f'{text!r} has no ":value|type"')
-    body = parse_body(rest, keep_container_id=keep_container_id)
-    if body.bad:
+    values, tags, bad, _ = parse_body(rest, keep_container_id=keep_container_id)
+    if bad:
         raise MetricParseError(f'{text!r} is not a good statsd line')
-    key = make_key(name, body.tags, sanitize=sanitize, prefix=prefix)
-    return [_sample(key, value) for value in body.values]
+    key = make_key(name, tags, sanitize=sanitize, prefix=prefix)
+    return [_sample(key, value) for value in values]
 
 
 def _sample(key: str, parsed: ParsedValue) -> Sample:
@@ -450,25 +471,25 @@ def parse_packet(
         if is_blank(line):
             continue
         seen += 1
-        if line[0] == '_':
+        name, colon, rest = line.partition(':')
+        values, tags, bad_pieces, unknown_fields = parse_body(
+            rest, keep_container_id=keep_container_id
+        )
+        try:
+            if not colon:
+                raise MetricParseError(f'{line!r} has no ":value|type"')
+            key = make_key(name, tags, sanitize=sanitize, prefix=prefix)
+        except MetricParseError:
+            # Only a line that is no metric can be an event or a check.
             other = other_line(line)
             if other == LINE_EVENT:
                 events += 1
-                continue
-            if other == LINE_SERVICE_CHECK:
+            elif other == LINE_SERVICE_CHECK:
                 checks += 1
-                continue
-        name, colon, rest = line.partition(':')
-        if not colon:
-            bad += 1
+            else:
+                bad += 1
             continue
-        body = parse_body(rest, keep_container_id=keep_container_id)
-        try:
-            key = make_key(name, body.tags, sanitize=sanitize, prefix=prefix)
-        except MetricParseError:
-            bad += 1
-            continue
-        bad += body.bad
-        unknown += body.unknown_fields
-        samples.extend(_sample(key, value) for value in body.values)
+        bad += bad_pieces
+        unknown += unknown_fields
+        samples.extend(_sample(key, value) for value in values)
     return ParseResult(tuple(samples), seen, bad, events, checks, unknown)

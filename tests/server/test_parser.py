@@ -6,7 +6,6 @@ import pytest
 
 from sprockets_statsd.errors import MetricParseError
 from sprockets_statsd.server.parser import (
-    Body,
     ParseResult,
     Sample,
     is_blank,
@@ -232,7 +231,7 @@ def test_parse_value_reports_the_parts() -> None:
 
 def test_parse_body_parts() -> None:
     """parse_body returns the samples, the tag text and the counts."""
-    assert parse_body('1|c:2|c|#x:y') == Body(
+    assert parse_body('1|c:2|c|#x:y') == (
         (('c', 1.0, 1.0, False, ''), ('c', 2.0, 1.0, False, '')), 'x:y', 0, 0
     )
     with pytest.raises(MetricParseError):

@@ -135,11 +135,9 @@ def test_etsy_form_reads_fields_after_its_tags() -> None:
 
 def test_parse_body_counts() -> None:
     """parse_body reports bad pieces and unknown fields of one body."""
-    body = parse_body('1:x|c|zz|#a:b')
-    assert body.values == (('c', 1.0, 1.0, False, ''),)
-    assert (body.tags, body.bad, body.unknown_fields) == ('a:b', 1, 1)
-    assert parse_body('1').bad == 1
-    assert parse_body('1|c|0.5').bad == 1
+    assert parse_body('1:x|c|zz|#a:b') == ((('c', 1.0, 1.0, False, ''),), 'a:b', 1, 1)
+    assert parse_body('1')[2] == 1
+    assert parse_body('1|c|0.5')[2] == 1
 
 
 @pytest.mark.parametrize(
@@ -176,3 +174,17 @@ def test_malformed_events_and_checks_are_bad_lines(line: str) -> None:
     assert other_line(line) is None
     result = parse_packet(line.encode())
     assert (result.events, result.service_checks, result.bad_lines) == (0, 0, 1)
+
+
+def test_an_event_that_reads_like_a_metric_is_an_event() -> None:
+    """``_e{1,1}:1|c`` (title ``1``, text ``c``) is an event, never a counter."""
+    result = parse_packet(b'_e{1,1}:1|c\n_sc|x:1|0')
+    assert (result.events, result.service_checks, result.samples) == (1, 1, ())
+    with pytest.raises(MetricParseError):
+        parse_line('_e{1,1}:1|c')
+
+
+def test_a_name_like_an_event_is_a_bad_line() -> None:
+    """A line starting ``_e{`` that is no event is bad, not the metric ``_e``."""
+    result = parse_packet(b'_e{x}:1|c')
+    assert (result.events, result.bad_lines, result.samples) == (0, 1, ())

@@ -241,3 +241,21 @@ def test_one_tag_set_is_one_series_in_any_dialect_and_order(
     key = 'm' + ''.join(f';{k}={tags[k]}' for k in sorted(tags))
     assert observed(snapshot)['counters'] == {key: total}
     assert snapshot.bad_lines_seen == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.text(' +-.0123456789eE_x', max_size=8),
+        numbers.map(repr),
+        st.sampled_from(['-0', '+0', '1e999', 'NaN', '-1', ' 5 ', '\u0663']),
+    ),
+    st.sampled_from(['c', 'ms', 'g', 'h', 'd', 's']),
+)
+def test_the_fast_path_agrees_with_the_general_one(value: str, kind: str) -> None:
+    """``value|type`` (the inlined path) reads as ``value|type|@1`` does."""
+    from sprockets_statsd.server.parser import parse_body
+
+    fast = parse_body(f'{value}|{kind}')
+    general = parse_body(f'{value}|{kind}|@1')
+    assert fast == general

@@ -2,21 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from sprockets_statsd.server.aggregator import Aggregator, Snapshot
-from sprockets_statsd.server.config import AggregatorConfig
 from sprockets_statsd.server.parser import parse_packet
-
-T0 = 1_700_000_000.0
-
-
-def flush_once(*packets: bytes, **config: Any) -> Snapshot:
-    """Feed packets to a fresh aggregator and flush it once."""
-    aggregator = Aggregator(AggregatorConfig(**config))
-    for packet in packets:
-        aggregator.receive(packet)
-    return aggregator.flush(T0)
+from tests.server.test_aggregator import flush_once
 
 
 def test_orderings_and_dialects_aggregate_into_one_counter() -> None:

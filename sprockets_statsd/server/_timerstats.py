@@ -25,6 +25,7 @@ import threading
 import types
 from collections.abc import Callable, Mapping, Sequence
 
+from sprockets_statsd.server._finite import saturated
 from sprockets_statsd.server._jsnumber import format_js_number, js_round
 from sprockets_statsd.server._limits import TimerTotals
 from sprockets_statsd.server.config import AggregatorConfig
@@ -326,7 +327,8 @@ class TimerStatistics:
                         timer_stats(values, counts[key], interval, thresholds, bins, None),
                         exact, len(values), thresholds,
                     ), wanted)
-                data[key] = types.MappingProxyType(stats)
+                # Sums of finite values can overflow (see _finite).
+                data[key] = types.MappingProxyType(saturated(stats))
             else:
                 # Idle timers all have the same read-only statistics.
                 if idle is None:

@@ -28,6 +28,7 @@ from typing import Any, Literal, TypeVar
 
 from sprockets_statsd.errors import MetricParseError
 from sprockets_statsd.server import _timerstats
+from sprockets_statsd.server._finite import saturated
 from sprockets_statsd.server._jsnumber import js_round
 from sprockets_statsd.server._limits import TimerTotals
 from sprockets_statsd.server.config import AggregatorConfig
@@ -120,9 +121,9 @@ class Snapshot:
     def counter_rates(self) -> Mapping[str, float]:
         """Counts per second, computed on first read."""
         interval = self.flush_interval
-        return types.MappingProxyType(
+        return types.MappingProxyType(saturated(
             {key: value / interval for key, value in self.counters.items()}
-        )
+        ))
 
     @property
     def timer_data(self) -> Mapping[str, Mapping[str, float]]:
@@ -429,7 +430,7 @@ class Aggregator:
 
     def current_counters(self) -> dict[str, float]:
         """The counters of the interval in progress, internal ones included."""
-        return dict(self._counters)
+        return dict(saturated(self._counters))
 
     def current_timers(self) -> dict[str, list[float]]:
         """The raw values each timer received in the interval in progress."""
@@ -437,7 +438,7 @@ class Aggregator:
 
     def current_gauges(self) -> dict[str, float]:
         """The current value of every gauge."""
-        return dict(self._gauges)
+        return dict(saturated(self._gauges))
 
     def current_sets(self) -> dict[str, set[str]]:
         """The members each set received in the interval in progress."""
@@ -519,8 +520,10 @@ class Aggregator:
 
         # The interval's dictionaries go to the snapshot as they are (the
         # aggregator starts new ones), so the event loop copies nothing
-        # per name but the gauges, which persist.
-        counters = self._counters
+        # per name but the gauges, which persist.  Sums of finite samples
+        # can overflow: saturated here, once, for every output (see
+        # _finite); a mapping without overflow is returned as it is.
+        counters = saturated(self._counters)
         timers = self._timers
         for key, values in timers.items():
             if isinstance(values, list):
@@ -528,7 +531,10 @@ class Aggregator:
                 timers[key] = tuple(values)  # same keys: iteration goes on
         frozen_timers = typing.cast(
             Mapping[str, tuple[float, ...]], types.MappingProxyType(timers))
-        timer_counters = types.MappingProxyType(self._timer_counters)
+        timer_counters = types.MappingProxyType(saturated(self._timer_counters))
+        gauges = saturated(self._gauges)
+        if gauges is not self._gauges:
+            self._gauges.update(gauges)
         snapshot = Snapshot(
             timestamp=timestamp,
             flush_interval=config.flush_interval,

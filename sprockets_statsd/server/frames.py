@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from sprockets_statsd.errors import ConfigurationError
+from sprockets_statsd.server._finite import saturate, saturated, total
 from sprockets_statsd.server.aggregator import Snapshot
 
 __all__ = [
@@ -77,10 +78,10 @@ def _merge_timer(
     if held is None:
         timers[key] = [total, upper, lower, count, values]
         return
-    held[0] += total
+    held[0] = saturate(held[0] + total)
     held[1] = max(held[1], upper)
     held[2] = min(held[2], lower)
-    held[3] += count
+    held[3] = saturate(held[3] + count)
     held[4] += values
 
 
@@ -113,12 +114,14 @@ class Frame:
         counters = self.counters
         for key, value in snapshot.counters.items():
             counters[key] = counters.get(key, 0.0) + value
+        # Sums over flushes can overflow (see _finite).
+        counters.update(saturated(counters))
         timers = self.timers
         for key, values in snapshot.timers.items():
             if values:  # an idle timer says nothing about extremes
-                # Sorted by the aggregator; math.fsum keeps long sums exact.
+                # Sorted by the aggregator; fsum keeps long sums exact.
                 _merge_timer(
-                    timers, key, math.fsum(values), values[-1], values[0],
+                    timers, key, total(values), values[-1], values[0],
                     snapshot.timer_counters[key], len(values),
                 )
         self.gauges.update(snapshot.gauges)
@@ -151,7 +154,7 @@ class Window:
         for frame in self.frames[1:]:
             for key, value in frame.counters.items():
                 totals[key] = get(key, 0.0) + value
-        return totals
+        return dict(saturated(totals))
 
     def timers(self) -> dict[str, TimerSummary]:
         """Each timer that received values in the window."""

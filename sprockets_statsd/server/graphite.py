@@ -15,11 +15,13 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import chain, islice, repeat
 from typing import TypeVar
 
+from sprockets_statsd.server._finite import saturate
 from sprockets_statsd.server._jsnumber import format_js_number, js_round
 from sprockets_statsd.server.aggregator import Snapshot
 from sprockets_statsd.server.config import AggregatorConfig
@@ -44,7 +46,7 @@ CHUNK_NAMES = 4096
 
 _T = TypeVar('_T')
 
-# Name part of a key -> sanitize_key(name part), shared by every render
+# A key -> the key as sent with key_name_sanitize off, shared by every render
 # (it depends on nothing else).  Threads only add entries or clear it.
 _sanitized: dict[str, str] = {}
 
@@ -114,14 +116,31 @@ class _Names:
 
     def split(self, key: str) -> tuple[str, str]:
         """The name part of `key` as sent, and what follows it: suffix, tags."""
-        name, semicolon, tags = key.partition(';')
         if self.sanitize:
-            # With key_name_sanitize off the backend cleans the name part.
-            clean = _sanitized.get(name)
+            # With key_name_sanitize off the backend cleans the name part,
+            # as the reference does.  It also cleans what would break the
+            # line in the tags (whitespace, control characters), which the
+            # reference lets through, and never leaves the name empty: one
+            # well-formed line per metric, whatever was received.
+            clean = _sanitized.get(key)
             if clean is None:
-                clean = _sanitized[name] = sanitize_key(name)
-            name = clean
+                name, semicolon, tags = key.partition(';')
+                clean = (sanitize_key(name) or '_') + semicolon + _line_safe(tags)
+                _sanitized[key] = clean
+            key = clean
+        name, semicolon, tags = key.partition(';')
         return name, self.suffix + semicolon + tags
+
+
+# Whitespace (as the reference's name cleaning sees it) and the control
+# characters: what would split or end a plaintext line.
+_WHITESPACE_RUN = re.compile(r'[\s\ufeff]+')
+_CONTROL = re.compile('[\x00-\x1f\x7f-\x9f]')
+
+
+def _line_safe(text: str) -> str:
+    """`text` with whitespace runs as ``_`` and control characters removed."""
+    return _CONTROL.sub('', _WHITESPACE_RUN.sub('_', text))
 
 
 def _dotted(namespace: Sequence[str]) -> str:
@@ -148,8 +167,9 @@ class _Values(dict[float, str]):
         # Equal numbers (1 and 1.0, 0.0 and -0.0) have the same text, so
         # they may share an entry.
         scale = self._scale
+        # A rate computed here can overflow where the count did not.
         text = self._start + format_js_number(
-            value / scale if scale != 1 else value) + self._end
+            saturate(value / scale) if scale != 1 else value) + self._end
         if len(self) < _MAX_VALUES:
             self[value] = text
         return text

@@ -171,6 +171,9 @@ def _rate(text: str) -> float:
     rate = _number(text[1:], 'sample rate')
     if not 0 < rate <= 1:
         raise MetricParseError(f'sample rate {text!r} is not in (0, 1]')
+    if 1 / rate - 1 / rate != 0:
+        # Scaling by 1/rate would give Infinity (or NaN for a zero).
+        raise MetricParseError(f'sample rate {text!r} is too small')
     return rate
 
 
@@ -182,6 +185,10 @@ def _value(kind: str, text: str, rate: float) -> ParsedValue:
     value = _number(text, 'value')
     if kind == KIND_TIMER and value < 0:
         raise MetricParseError(f'{text!r}: a timer cannot be negative')
+    if kind == KIND_COUNTER and rate != 1.0:
+        scaled = value * (1 / rate)
+        if scaled - scaled != 0:
+            raise MetricParseError(f'{text!r}: the value scaled by the rate is too large')
     delta = kind == KIND_GAUGE and text.startswith(('+', '-'))
     return kind, value, rate, delta, ''
 
@@ -249,8 +256,9 @@ def parse_value(piece: str) -> ParsedValue:
     :returns: the parsed piece, see :data:`ParsedValue`
     :raises MetricParseError: for an unknown or missing type, a value that
         is not a finite number (any text is a set member), a negative timer,
-        a sample rate that is not ``@`` and a number in (0, 1], or a field
-        written wrong
+        a sample rate that is not ``@`` and a number in (0, 1] or whose
+        reciprocal is not finite, a counter whose value scaled by the rate
+        is not finite, or a field written wrong
     """
     fields = piece.rstrip(_TRAILING_WS).split('|')
     if len(fields) < 2:

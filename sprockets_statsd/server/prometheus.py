@@ -19,7 +19,6 @@ timers as the summary ``<name>_seconds``, gauges and sets as ``<name>``.
 from __future__ import annotations
 
 import logging
-import math
 import re
 import typing
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -27,6 +26,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from sprockets_statsd.server._finite import saturate, saturated, total
 from sprockets_statsd.server._jsnumber import js_round
 from sprockets_statsd.server.aggregator import Snapshot
 
@@ -161,24 +161,27 @@ class StatsdCollector(Collector):
         :param snapshot: the flush, from :meth:`.Aggregator.flush`
         """
         old = self._state
-        counters = {
+        # Running totals can overflow (see _finite).
+        counters = saturated({
             key: old.counters.get(key, 0.0) + value
             for key, value in snapshot.counters.items()
-        }
+        })
         timers: dict[str, _Timer] = {}
         for key, values in snapshot.timers.items():
             timer = old.timers.get(key) or _Timer()
             count = snapshot.timer_counters[key]
             if values:
                 # Scaled like the count, so that sum / count is the mean.
-                seconds = math.fsum(values) / 1000 * (count / len(values))
+                seconds = saturate(total(values) / 1000 * (count / len(values)))
                 # An idle flush keeps the quantiles of the last busy one,
                 # so that a sparse timer does not flap between data and NaN.
                 timer = _Timer(
-                    timer.count_total, timer.seconds_total + seconds,
+                    timer.count_total, saturate(timer.seconds_total + seconds),
                     _quantiles(values, self._thresholds),
                 )
-            timers[key] = timer._replace(count_total=timer.count_total + count)
+            timers[key] = timer._replace(
+                count_total=saturate(timer.count_total + count)
+            )
         sets = {key: len(members) for key, members in snapshot.sets.items()}
         self._state = _State(counters, timers, snapshot.gauges, sets)
         self.generation += 1

@@ -359,3 +359,39 @@ def test_payload_is_utf8() -> None:
     config = AggregatorConfig(key_name_sanitize=False)
     payload = render(flush(config, 'k;city=k\u00f6ln:1|c'.encode()), config, GraphiteStats())
     assert 'stats_counts.k;city=k\u00f6ln 1'.encode() in payload
+
+
+@pytest.mark.parametrize(('line', 'name'), [
+    (b'a;t=x y:1|c', 'stats_counts.a;t=x_y'),
+    (b'a;t=x\ty:1|c', 'stats_counts.a;t=x_y'),
+    (b'a;t=x\x00y\x7f:1|c', 'stats_counts.a;t=xy'),
+    (b'a b\x00;t=v:1|c', 'stats_counts.a_b;t=v'),
+    ('\u2603;t=v:1|c'.encode(), 'stats_counts._;t=v'),
+])
+def test_without_ingress_sanitising_every_line_is_well_formed(line: bytes, name: str) -> None:
+    """With key_name_sanitize off, whitespace and control characters in the
+    tags cannot break the plaintext protocol, nor an empty name: each metric
+    is one ``name value timestamp`` line."""
+    config = AggregatorConfig(key_name_sanitize=False)
+    payload = render(flush(config, line), config, GraphiteStats())
+    for text in payload.decode().split('\n')[:-1]:
+        assert len(text.split(' ')) == 3, text
+        assert text.isprintable(), text
+    assert values(payload)[name] == '1'
+
+
+def test_overflowing_aggregates_saturate_in_graphite() -> None:
+    """Counters, gauges and timer statistics whose sums overflow are sent as
+    the largest double, never NaN or Infinity."""
+    config = AggregatorConfig(flush_interval=0.5)
+    payload = render(
+        flush(config, b'c:1e308|c\nc:1e308|c\ng:+1e308|g\ng:+1e308|g\n'
+              b't:1e308|ms\nt:1e308|ms\nt:1|ms'),
+        config, GraphiteStats(),
+    )
+    got = values(payload)
+    assert got['stats_counts.c'] == got['stats.c'] == '1.7976931348623157e+308'
+    assert got['stats.gauges.g'] == '1.7976931348623157e+308'
+    assert got['stats.timers.t.sum'] == '1.7976931348623157e+308'
+    assert got['stats.timers.t.sum_squares'] == '1.7976931348623157e+308'
+    assert not any(v in ('NaN', 'Infinity', '-Infinity') for v in got.values())

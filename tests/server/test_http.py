@@ -8,6 +8,7 @@ import json
 import logging
 import re
 import socket
+import sys
 import typing
 import urllib.error
 import urllib.request
@@ -113,15 +114,16 @@ async def test_bad_paths_and_methods() -> None:
         assert (await get(server, '/1', 'POST')).status == 405
 
 
-async def test_non_finite_values_are_null() -> None:
-    """A gauge pushed past the largest double is null, keeping the JSON valid."""
+async def test_values_past_the_largest_double_saturate() -> None:
+    """A gauge pushed past the largest double reads the largest double (the
+    server's one rule for every output), keeping the JSON valid."""
     async with load_server() as server:
         send_udp(server.udp_addresses[0], b'huge:1e308|g\nhuge:+1e308|g')
         deadline = asyncio.get_running_loop().time() + DEFAULT_TIMEOUT
         while 'stats.gauges.huge' not in (found := await stat(server, '/1')):
             assert asyncio.get_running_loop().time() < deadline
             await asyncio.sleep(0.05)
-        assert found['stats.gauges.huge'] is None
+        assert found['stats.gauges.huge'] == sys.float_info.max
 
 
 async def test_metrics_health_and_overview_share_the_port() -> None:

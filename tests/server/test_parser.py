@@ -276,3 +276,23 @@ def test_invalid_utf8_is_replaced_not_fatal() -> None:
     """Undecodable bytes become U+FFFD: a set member keeps it, names drop it."""
     result = parse_packet(b's:\xff|s\nk\xff:1|c')
     assert result.samples == (Sample('s', 's', '\ufffd'), Sample('k', 'c', 1.0))
+
+
+@pytest.mark.parametrize('piece', [
+    '0|c|@5e-324',   # 1/rate is Infinity: 0 * Infinity is NaN
+    '1|c|@5e-324',
+    '1e308|c|@0.1',  # finite, but 1e309 once scaled
+    '1|ms|@5e-324',  # the timer's count would grow by Infinity
+])
+def test_samples_not_finite_once_scaled_are_bad(piece: str) -> None:
+    """A sample whose value scaled by its sample rate (or the rate's
+    reciprocal) is not finite is a bad piece, never an aggregate."""
+    with pytest.raises(MetricParseError):
+        parse_value(piece)
+
+
+def test_the_largest_finite_samples_are_good() -> None:
+    """Samples that are finite once scaled are accepted unchanged."""
+    assert parse_value('1e308|c|@1')[1] == 1e308
+    assert parse_value('1e308|ms')[1] == 1e308
+    assert parse_value('1|c|@1e-300')[2] == 1e-300

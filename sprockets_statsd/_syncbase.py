@@ -1,10 +1,11 @@
-"""The metric methods shared by the synchronous clients and their pipelines.
+"""The pystatsd face of the metric methods, shared by the synchronous clients and pipelines.
 
-Each metric method samples (only when ``rate != 1``), asks the shared
-:class:`~sprockets_statsd.metrics.Formatter` for the line and hands it to the
-transport's ``_send``.  A :class:`Pipeline` is a client whose ``_send``
-appends to a list; its :meth:`~Pipeline.send` gives the list to the client's
-``_send_batch``.  The transports live in :mod:`sprockets_statsd.client`.
+Each metric method normalises its arguments and calls the one body of
+:mod:`sprockets_statsd._emitter`, which samples, formats and hands the line
+to the transport's ``_emit``.  A :class:`Pipeline` is a client whose
+``_emit`` appends to a list; its :meth:`~Pipeline.send` gives the list to the
+client's ``_send_batch``.  The transports live in
+:mod:`sprockets_statsd.client`.
 """
 
 from __future__ import annotations
@@ -13,28 +14,16 @@ import datetime
 import logging
 import random
 import threading
-import typing
 from collections.abc import Callable, Mapping
 
-from sprockets_statsd import metrics
+from sprockets_statsd import _emitter, metrics
+from sprockets_statsd._emitter import Tags as _Tags
 from sprockets_statsd._throttle import Throttle
-from sprockets_statsd.connector import Timer
+from sprockets_statsd.timer import Timer
 
 __all__ = ['Pipeline', 'StatsClientBase']
 
 logger = logging.getLogger(__name__)
-
-_Tags = typing.Optional[Mapping[str, object]]  # noqa: UP045 - a runtime alias on 3.10
-
-
-def _encode(text: str) -> bytes:
-    """Encode `text` as UTF-8, replacing what cannot be encoded with ``?``."""
-    try:
-        return text.encode()
-    except UnicodeEncodeError:
-        # A lone surrogate cannot be encoded: renaming that one character
-        # is better than losing the metric or raising into the caller.
-        return text.encode('utf-8', 'replace')
 
 
 class _Drops:
@@ -51,7 +40,7 @@ class _Drops:
         self.warn = Throttle(logger)
 
 
-class StatsClientBase:
+class StatsClientBase(_emitter.Emitter):
     """The metric methods shared by every client and by :class:`Pipeline`.
 
     :param prefix: prepended to every stat name with a ``.``
@@ -87,25 +76,11 @@ class StatsClientBase:
         )
         self._random = random_source
         self._drops = _Drops()
-        # Complete lines of incr(stat) with the defaults, by far the most
-        # frequent call; bounded like the formatter's own cache.
-        self._increments: dict[str, str] = {}
         self._bind()
 
     def _bind(self) -> None:
-        # Bound methods cached on the instance: one attribute look-up less
-        # per metric on the hot path.
-        formatter = self._formatter
-        self._counter = formatter.counter
-        self._gauge = formatter.gauge
-        self._timer = formatter.timer
-        self._set = formatter.set
-
-    def _increment_line(self, stat: str) -> str:
-        line = self._formatter.counter(stat)
-        if len(self._increments) < metrics.DEFAULT_CACHE_SIZE:
-            self._increments[stat] = line
-        return line
+        # The incr() fast paths read the formatter's caches directly.
+        self._increments = self._formatter.increment_lines
 
     @property
     def dropped_invalid(self) -> int:
@@ -128,28 +103,6 @@ class StatsClientBase:
             drops.invalid += 1
             drops.warn.warning('invalid', 'dropping metric %r: %s', stat, error)
 
-    def _sampled_out(self, stat: str, rate: float) -> bool:
-        """Decide whether a metric with ``rate != 1`` stays home.
-
-        A kept metric's rate is checked by the formatter; a rate that is
-        not in (0, 1] must not pass for "sampled out" silently, so the
-        skipping side checks it here.
-        """
-        try:
-            if self._random() < rate:
-                return False
-            valid = not isinstance(rate, bool) and 0 < rate < 1
-        except TypeError:
-            valid = False
-        if not valid:
-            self._invalid(
-                stat, metrics.InvalidMetricError(f'sample rate {rate!r} is not in (0, 1]')
-            )
-        return True
-
-    def _send(self, data: str) -> None:
-        raise NotImplementedError
-
     def _send_batch(self, lines: list[str]) -> None:
         raise NotImplementedError
 
@@ -169,14 +122,7 @@ class StatsClientBase:
             server so with ``|@rate`` (it scales counters back up)
         :param tags: tags for this call, added to the constant tags
         """
-        if rate != 1 and self._sampled_out(stat, rate):
-            return
-        try:
-            line = self._counter(stat, count, rate, tags)
-        except metrics.InvalidMetricError as error:
-            self._invalid(stat, error)
-        else:
-            self._send(line)
+        self._metric(_emitter.COUNTER, stat, count, rate, tags)
 
     def decr(self, stat: str, count: float = 1, rate: float = 1, *, tags: _Tags = None) -> None:
         """Decrement the counter `stat` by `count`: ``incr(stat, -count)``.
@@ -219,14 +165,7 @@ class StatsClientBase:
         :param delta: send a signed change (``+3``, ``-2``) instead of a value
         :param tags: tags for this call
         """
-        if rate != 1 and self._sampled_out(stat, rate):
-            return
-        try:
-            line = self._gauge(stat, value, delta, rate, tags)
-        except metrics.InvalidMetricError as error:
-            self._invalid(stat, error)
-        else:
-            self._send(line)
+        self._metric(_emitter.GAUGE, stat, value, rate, tags, delta)
 
     def set(self, stat: str, value: object, rate: float = 1, *, tags: _Tags = None) -> None:
         """Add `value` to the set `stat`; the server counts distinct values.
@@ -236,14 +175,7 @@ class StatsClientBase:
         :param rate: sample rate; servers do not scale sets by it
         :param tags: tags for this call
         """
-        if rate != 1 and self._sampled_out(stat, rate):
-            return
-        try:
-            line = self._set(stat, value, rate, tags)
-        except metrics.InvalidMetricError as error:
-            self._invalid(stat, error)
-        else:
-            self._send(line)
+        self._metric(_emitter.SET, stat, value, rate, tags)
 
     def timing(
         self,
@@ -261,16 +193,9 @@ class StatsClientBase:
         :param rate: sample rate
         :param tags: tags for this call
         """
-        if rate != 1 and self._sampled_out(stat, rate):
-            return
         if isinstance(delta, datetime.timedelta):
             delta = metrics.milliseconds(delta)
-        try:
-            line = self._timer(stat, delta, rate, tags)
-        except metrics.InvalidMetricError as error:
-            self._invalid(stat, error)
-        else:
-            self._send(line)
+        self._metric(_emitter.TIMER, stat, delta, rate, tags)
 
     def timer(self, stat: str, rate: float = 1, *, tags: _Tags = None) -> Timer:
         """Return a :class:`~sprockets_statsd.Timer` for `stat`.
@@ -310,18 +235,17 @@ class Pipeline(StatsClientBase):
         self._formatter = client._formatter
         self._random = client._random
         self._drops = client._drops
-        self._increments = client._increments
         self._stats: list[str] = []
         # Collecting is appending: no Python frame of our own per metric.
-        self._send = self._stats.append  # type: ignore[method-assign,assignment]
+        self._emit = self._stats.append  # type: ignore[method-assign,assignment]
         self._bind()
 
     def incr(self, stat: str, count: float = 1, rate: float = 1, *, tags: _Tags = None) -> None:
         """Collect a counter increment; see :meth:`StatsClientBase.incr`."""
         if count == 1 and rate == 1 and tags is None and count is not True:
-            self._send(self._increments.get(stat) or self._increment_line(stat))
+            self._emit(self._increments.get(stat) or self._formatter.increment_line(stat))
         else:
-            StatsClientBase.incr(self, stat, count, rate, tags=tags)
+            self._metric(_emitter.COUNTER, stat, count, rate, tags)
 
     def _send_batch(self, lines: list[str]) -> None:
         self._stats.extend(lines)
@@ -341,7 +265,7 @@ class Pipeline(StatsClientBase):
         """
         if not self._stats:
             return
-        # Copy and clear: the list stays the one that _send appends to.
+        # Copy and clear: the list stays the one that _emit appends to.
         stats = self._stats.copy()
         self._stats.clear()
         self._client._send_batch(stats)

@@ -1,7 +1,7 @@
 """Synchronous statsd clients with the pystatsd 4 API: UDP, TCP and Unix sockets.
 
 Strategy: the metric methods live in :class:`StatsClientBase` (module
-``_syncbase``), which hands each formatted line to the transport's ``_send``;
+``_syncbase``), which hands each formatted line to the transport's ``_emit``;
 a :class:`Pipeline` collects lines and gives them to the client's
 ``_send_batch``, which packs datagrams (UDP) or writes once (streams).  Bad
 values are dropped and counted, never raised.
@@ -20,10 +20,11 @@ import socket
 import typing
 from collections.abc import Callable, Mapping
 
-from sprockets_statsd import metrics
+from sprockets_statsd import _emitter
 from sprockets_statsd._packing import datagrams
-from sprockets_statsd._syncbase import Pipeline, StatsClientBase, _encode
+from sprockets_statsd._syncbase import Pipeline, StatsClientBase
 from sprockets_statsd.errors import ConfigurationError
+from sprockets_statsd.metrics import encode
 
 __all__ = [
     'MAX_UDP_PAYLOAD',
@@ -100,8 +101,11 @@ class StatsClient(StatsClientBase):
         # A full socket buffer drops the metric instead of stalling the caller.
         self._sock.setblocking(False)
         self._sendto = self._sock.sendto
+
+    def _bind(self) -> None:
+        super()._bind()
         # incr(stat) with the defaults, ready to send.
-        self._payloads: dict[str, bytes] = {}
+        self._payloads = self._formatter.increment_payloads
 
     def close(self) -> None:
         """Close the socket; later metrics are dropped and counted."""
@@ -110,25 +114,19 @@ class StatsClient(StatsClientBase):
     def incr(self, stat: str, count: float = 1, rate: float = 1, *, tags: _Tags = None) -> None:
         """Increment the counter `stat`; see :meth:`StatsClientBase.incr`."""
         if count == 1 and rate == 1 and tags is None and count is not True:
-            payload = self._payloads.get(stat) or self._increment_payload(stat)
+            payload = self._payloads.get(stat) or self._formatter.increment_payload(stat)
             try:
                 self._sendto(payload, self._addr)
             except OSError as error:
                 self._send_failed(error)
         else:
-            StatsClientBase.incr(self, stat, count, rate, tags=tags)
+            self._metric(_emitter.COUNTER, stat, count, rate, tags)
 
-    def _increment_payload(self, stat: str) -> bytes:
-        payload = _encode(self._formatter.counter(stat))
-        if len(self._payloads) < metrics.DEFAULT_CACHE_SIZE:
-            self._payloads[stat] = payload
-        return payload
-
-    def _send(self, data: str) -> None:
+    def _emit(self, data: str) -> None:
         try:
             payload = data.encode()
         except UnicodeEncodeError:
-            payload = _encode(data)
+            payload = encode(data)
         try:
             self._sendto(payload, self._addr)
         except OSError as error:
@@ -141,11 +139,11 @@ class StatsClient(StatsClientBase):
             drops.warn.warning('send', 'statsd send to %s failed: %s', self._addr, error)
 
     def _send_batch(self, lines: list[str]) -> None:
-        data = _encode('\n'.join(lines))
+        data = encode('\n'.join(lines))
         if len(data) <= self._maxudpsize:
             self._send_datagram(data)
             return
-        for datagram in datagrams([_encode(line) for line in lines], self._maxudpsize):
+        for datagram in datagrams([encode(line) for line in lines], self._maxudpsize):
             self._send_datagram(datagram)
 
     def _send_datagram(self, data: bytes) -> None:
@@ -187,11 +185,11 @@ class _StreamClient(StatsClientBase):
         self.close()
         self.connect()
 
-    def _send(self, data: str) -> None:
-        self._write(_encode(data + '\n'))
+    def _emit(self, data: str) -> None:
+        self._write(encode(data + '\n'))
 
     def _send_batch(self, lines: list[str]) -> None:
-        self._write(_encode('\n'.join(lines) + '\n'))
+        self._write(encode('\n'.join(lines) + '\n'))
 
     def _write(self, data: bytes) -> None:
         if self._sock is None:

@@ -4,23 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import functools
-import inspect
 import logging
 import random
 import socket
-import time
 import typing
 from collections.abc import Callable, Mapping
 
-from sprockets_statsd import metrics
+from sprockets_statsd import _emitter, metrics
+from sprockets_statsd._emitter import Tags
 from sprockets_statsd._throttle import Throttle
 from sprockets_statsd.processor import Processor
+from sprockets_statsd.timer import Timer
 
+# Timer lives in its own module; it is still importable from here.
 __all__ = ['AbstractConnector', 'Connector', 'Timer']
-
-_F = typing.TypeVar('_F', bound=Callable[..., typing.Any])
-Tags = typing.Optional[Mapping[str, object]]  # noqa: UP045 - a runtime alias on 3.10
 
 logger = logging.getLogger(__name__)
 _INFINITY = float('inf')
@@ -29,111 +26,15 @@ _INFINITY = float('inf')
 _ONE: object = 1
 
 
-class Timer:
-    """Measures a duration with a monotonic clock and reports it in seconds.
-
-    :param report: called with the elapsed seconds when the timer stops
-    :param clock: the clock, :func:`time.perf_counter` unless a test injects one
-
-    Use it as a context manager (the block is timed), as a decorator of a
-    plain or ``async`` function (every call is timed separately, so one
-    decorated function is safe to call from many threads and tasks at
-    once), or through :meth:`start` / :meth:`stop` / :meth:`send`.
-
-    The object form keeps state, so a single :class:`Timer` must not be
-    started from two threads at once; the decorator form keeps none.
-    """
-
-    def __init__(
-        self,
-        report: Callable[[float], None],
-        *,
-        clock: Callable[[], float] = time.perf_counter,
-    ) -> None:
-        self._report = report
-        self._clock = clock
-        self._start: float | None = None
-        self._sent = False
-        #: The last measured duration in seconds, ``None`` before the first stop.
-        self.elapsed: float | None = None
-
-    @property
-    def ms(self) -> float | None:
-        """The last measured duration in milliseconds (``None`` if none yet)."""
-        return None if self.elapsed is None else self.elapsed * 1000.0
-
-    def start(self) -> Timer:
-        """Start (or restart) timing and return the timer."""
-        self.elapsed = None
-        self._sent = False
-        self._start = self._clock()
-        return self
-
-    def stop(self, send: bool = True) -> Timer:
-        """Stop timing and, unless `send` is false, report the duration.
-
-        :raises RuntimeError: if the timer was not started
-        """
-        if self._start is None:
-            raise RuntimeError('timer.stop() called before timer.start()')
-        self.elapsed = self._clock() - self._start
-        self._start = None
-        if send:
-            self.send()
-        return self
-
-    def send(self) -> None:
-        """Report the measured duration.
-
-        :raises RuntimeError: if nothing was measured yet, or it was already sent
-        """
-        if self.elapsed is None:
-            raise RuntimeError('timer.send() called with no measurement')
-        if self._sent:
-            raise RuntimeError('timer.send() called twice for one measurement')
-        self._sent = True
-        self._report(self.elapsed)
-
-    def __enter__(self) -> Timer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    def __call__(self, func: _F) -> _F:
-        """Decorate `func` so that each call is timed on its own."""
-        report, clock = self._report, self._clock
-
-        if inspect.iscoroutinefunction(func):
-
-            @functools.wraps(func)
-            async def timed_coroutine(*args: typing.Any, **kwargs: typing.Any) -> typing.Any:
-                start = clock()
-                try:
-                    return await func(*args, **kwargs)
-                finally:
-                    report(clock() - start)
-
-            return typing.cast(_F, timed_coroutine)
-
-        @functools.wraps(func)
-        def timed(*args: typing.Any, **kwargs: typing.Any) -> typing.Any:
-            start = clock()
-            try:
-                return func(*args, **kwargs)
-            finally:
-                report(clock() - start)
-
-        return typing.cast(_F, timed)
-
-
 class AbstractConnector:
     """The metric API without a destination: every method does nothing.
 
     Use it where metrics are switched off so that application code does not
-    have to check.  :class:`Connector` overrides :meth:`inject_metric` and
-    the typed methods; everything here is safe to call before, during and
-    after :meth:`start`.
+    have to check.  Its metric methods are the asyncio face of the one body
+    that every client shares: :class:`Connector` (and the recording
+    connector of :mod:`sprockets_statsd.testing`) give that body somewhere
+    to send to; here it goes nowhere.  Everything here is safe to call
+    before, during and after :meth:`start`.
     """
 
     async def start(self) -> None:
@@ -141,6 +42,15 @@ class AbstractConnector:
 
     async def stop(self) -> None:
         """Do nothing; present so both connectors can be stopped alike."""
+
+    def _metric(
+        self, kind: str, path: str, value: typing.Any, rate: float, tags: Tags,
+        extra: typing.Any = False,
+    ) -> None:
+        """Format and send one metric; here, nothing (see :mod:`._emitter`)."""
+
+    def _invalid(self, path: object, error: Exception) -> None:
+        """Account for a metric that cannot be sent; here, nothing."""
 
     def inject_metric(
         self,
@@ -151,12 +61,20 @@ class AbstractConnector:
         rate: float = 1.0,
         tags: Tags = None,
     ) -> None:
-        """Send ``path:value|type_code`` (prefix applied); here, nothing."""
+        """Send ``{prefix}.{path}:{value}|{type_code}`` as it is.
+
+        :param path: the metric path after the prefix (no type segment is
+            added here)
+        :param value: the already formatted value
+        :param type_code: the statsd type code (``c``, ``g``, ``ms``, ``s``...)
+        """
+        self._metric(_emitter.RAW, path, value, rate, tags, type_code)
 
     def incr(
         self, path: str, value: float = 1, *, rate: float = 1.0, tags: Tags = None
     ) -> None:
-        """Increment the counter `path` by `value`."""
+        """Increment the counter `path` by `value` (``counters.`` segment)."""
+        self._metric(_emitter.COUNTER, path, value, rate, tags)
 
     def decr(
         self, path: str, value: float = 1, *, rate: float = 1.0, tags: Tags = None
@@ -167,9 +85,6 @@ class AbstractConnector:
             return
         self.incr(path, -value, rate=rate, tags=tags)
 
-    def _invalid(self, path: str, error: Exception) -> None:
-        """Account for a metric that cannot be sent; here, nothing."""
-
     def gauge(
         self,
         path: str,
@@ -179,7 +94,12 @@ class AbstractConnector:
         rate: float = 1.0,
         tags: Tags = None,
     ) -> None:
-        """Set the gauge `path` to `value`, or adjust it by `value` if `delta`."""
+        """Set the gauge `path` to `value`, or adjust it by `value` if `delta`.
+
+        A negative absolute value is sent as ``0`` then the value in one
+        payload, because a statsd server reads any signed value as a delta.
+        """
+        self._metric(_emitter.GAUGE, path, value, rate, tags, delta)
 
     def timing(
         self,
@@ -189,12 +109,19 @@ class AbstractConnector:
         rate: float = 1.0,
         tags: Tags = None,
     ) -> None:
-        """Record a duration of `seconds` for the timer `path`."""
+        """Record `seconds` (or a :class:`~datetime.timedelta`) for timer `path`.
+
+        The value goes on the wire in milliseconds.
+        """
+        if isinstance(seconds, datetime.timedelta):
+            seconds = seconds.total_seconds()
+        self._metric(_emitter.SECONDS, path, seconds, rate, tags)
 
     def set(
         self, path: str, value: object, *, rate: float = 1.0, tags: Tags = None
     ) -> None:
-        """Add `value` to the set `path` (the server counts distinct values)."""
+        """Add `value` to the set `path`; the server counts distinct values."""
+        self._metric(_emitter.SET, path, value, rate, tags)
 
     def timer(self, path: str, *, rate: float = 1.0, tags: Tags = None) -> Timer:
         """Return a :class:`Timer` that records into the timer `path`.
@@ -205,7 +132,7 @@ class AbstractConnector:
         return Timer(lambda seconds: self.timing(path, seconds, rate=rate, tags=tags))
 
 
-class Connector(AbstractConnector):
+class Connector(_emitter.PrefixMixin, AbstractConnector):
     """Sends metrics to a statsd server from asyncio code.
 
     :param host: the statsd server: a host name or IP address, or a Unix
@@ -248,22 +175,13 @@ class Connector(AbstractConnector):
         **processor_options: typing.Any,
     ) -> None:
         super().__init__()
-        self._tags = metrics.TagSet(tag_dialect, tags)
-        self._prefix = prefix or ''
-        self._formatter = metrics.Formatter(
-            self._prefix, type_segments=True, tags=self._tags
-        )
-        self._random = random_source
+        self._tag_set = metrics.TagSet(tag_dialect, tags)
         self.processor = Processor(
             host=host, port=port, ip_protocol=ip_protocol, **processor_options
         )
         self._offer = self.processor.queue.offer
-        # Complete payloads for incr(path) with the defaults, the most
-        # frequent call by far; bounded like the formatter's own cache.
-        self._increments: dict[str, bytes] = {}
-        # Heads (``name:``) of timers, for the plain timing() fast path.
-        self._timer_heads: dict[str, str] = {}
-        self._tail = self._formatter.plain_tail
+        self._random = random_source
+        self.prefix = prefix  # makes the formatter and binds its caches
         self._task: asyncio.Task[None] | None = None
         self._warn = Throttle(logger)
         #: Metrics offered to the queue (accepted or refused for being full).
@@ -273,19 +191,13 @@ class Connector(AbstractConnector):
         #: Metrics not sent because a value or sample rate was invalid.
         self.dropped_invalid = 0
 
-    @property
-    def prefix(self) -> str:
-        """The prefix in front of every metric name (empty for none)."""
-        return self._prefix
-
-    @prefix.setter
-    def prefix(self, value: str) -> None:
-        self._prefix = value or ''
-        self._formatter = metrics.Formatter(
-            self._prefix, type_segments=True, tags=self._tags
-        )
-        self._increments = {}
-        self._timer_heads = {}
+    def _bind(self) -> None:
+        # The fast paths read the formatter's caches directly: one attribute
+        # look-up less per metric.
+        formatter = self._formatter
+        self._increments = formatter.increment_payloads
+        self._timer_heads = formatter.timer_heads
+        self._tail = formatter.plain_tail
 
     @property
     def sent(self) -> int:
@@ -326,12 +238,12 @@ class Connector(AbstractConnector):
         await self.processor.stop()
         await task
 
-    def _enqueue(self, line: str) -> None:
+    def _emit(self, line: str) -> None:
         self.enqueued += 1
         try:
             payload = line.encode()
         except UnicodeEncodeError:  # a lone surrogate in a set member
-            payload = line.encode('utf-8', 'replace')
+            payload = metrics.encode(line)
         if not self._offer(payload):
             self._full()
 
@@ -343,128 +255,31 @@ class Connector(AbstractConnector):
             self.processor.queue.maxsize,
         )
 
-    def _timer_head(self, path: str) -> str:
-        head = self._formatter.head(metrics.TIMER, path)
-        if len(self._timer_heads) < metrics.DEFAULT_CACHE_SIZE:
-            self._timer_heads[path] = head
-        return head
-
-    def _increment_payload(self, path: str) -> bytes:
-        payload = self._formatter.counter(path).encode()
-        if len(self._increments) < metrics.DEFAULT_CACHE_SIZE:
-            self._increments[path] = payload
-        return payload
-
-    def _skip(self, path: str, rate: float) -> bool:
-        """Decide whether a sampled metric stays home (rate is not 1)."""
-        if isinstance(rate, bool) or not 0 < rate < 1:
-            self._invalid(
-                path, metrics.InvalidMetricError(f'sample rate {rate!r} is not in (0, 1]')
-            )
-            return True
-        return self._random() >= rate
-
-    def _invalid(self, path: str, error: Exception) -> None:
+    def _invalid(self, path: object, error: Exception) -> None:
         self.dropped_invalid += 1
         self._warn.warning('invalid', 'dropping metric %r: %s', path, error)
 
-    def inject_metric(
-        self,
-        path: str,
-        value: str,
-        type_code: str,
-        *,
-        rate: float = 1.0,
-        tags: Tags = None,
-    ) -> None:
-        """Send ``{prefix}.{path}:{value}|{type_code}`` as it is.
-
-        :param path: the metric path after the prefix (no type segment is
-            added here)
-        :param value: the already formatted value
-        :param type_code: the statsd type code (``c``, ``g``, ``ms``, ``s``...)
-        """
-        if rate != 1 and self._skip(path, rate):
-            return
-        # The rate was checked by _skip(); nothing else here can be invalid.
-        self._enqueue(self._formatter.line(type_code, path, str(value), rate, tags))
-
-    def incr(
-        self, path: str, value: float = 1, *, rate: float = 1.0, tags: Tags = None
-    ) -> None:
-        """Increment the counter `path` by `value` (``counters.`` segment)."""
+    # incr() and timing() put a fast path for their most frequent form in
+    # front of the shared body; their documentation is AbstractConnector's.
+    def incr(self, path: str, value: float = 1, *, rate: float = 1.0,
+             tags: Tags = None) -> None:
         if value is _ONE and rate == 1 and tags is None:
-            payload = self._increments.get(path) or self._increment_payload(path)
+            payload = (self._increments.get(path)
+                       or self._formatter.increment_payload(path))
             self.enqueued += 1
             if not self._offer(payload):
                 self._full()
             return
-        if rate != 1 and self._skip(path, rate):
-            return
-        try:
-            line = self._formatter.counter(path, value, rate, tags)
-        except metrics.InvalidMetricError as error:
-            self._invalid(path, error)
-        else:
-            self._enqueue(line)
+        self._metric(_emitter.COUNTER, path, value, rate, tags)
 
-    def gauge(
-        self,
-        path: str,
-        value: float,
-        delta: bool = False,
-        *,
-        rate: float = 1.0,
-        tags: Tags = None,
-    ) -> None:
-        """Set the gauge `path` to `value`, or adjust it by `value` if `delta`.
-
-        A negative absolute value is sent as ``0`` then the value in one
-        payload, because a statsd server reads any signed value as a delta.
-        """
-        if rate != 1 and self._skip(path, rate):
-            return
-        try:
-            line = self._formatter.gauge(path, value, delta, rate, tags)
-        except metrics.InvalidMetricError as error:
-            self._invalid(path, error)
-        else:
-            self._enqueue(line)
-
-    def timing(
-        self,
-        path: str,
-        seconds: float | datetime.timedelta,
-        *,
-        rate: float = 1.0,
-        tags: Tags = None,
-    ) -> None:
-        """Record `seconds` (or a :class:`~datetime.timedelta`) for timer `path`.
-
-        The value goes on the wire in milliseconds.
-        """
+    def timing(self, path: str, seconds: float | datetime.timedelta, *, rate: float = 1.0,
+               tags: Tags = None) -> None:
         if rate == 1 and tags is None and type(seconds) is float and 0.0 <= seconds < _INFINITY:
-            head = self._timer_heads.get(path) or self._timer_head(path)
+            head = self._timer_heads.get(path) or self._formatter.head(metrics.TIMER, path)
             self.enqueued += 1
             if not self._offer(f'{head}{seconds * 1000.0!r}|ms{self._tail}'.encode()):
                 self._full()
             return
-        if rate != 1 and self._skip(path, rate):
-            return
-        try:
-            millis = metrics.milliseconds(seconds)
-            line = self._formatter.timer(path, millis, rate, tags)
-        except (metrics.InvalidMetricError, TypeError) as error:
-            self._invalid(path, error)
-        else:
-            self._enqueue(line)
-
-    def set(
-        self, path: str, value: object, *, rate: float = 1.0, tags: Tags = None
-    ) -> None:
-        """Add `value` to the set `path`; the server counts distinct values."""
-        if rate != 1 and self._skip(path, rate):
-            return
-        # Any value is a set member, and the rate was checked by _skip().
-        self._enqueue(self._formatter.set(path, value, rate, tags))
-
+        if isinstance(seconds, datetime.timedelta):
+            seconds = seconds.total_seconds()
+        self._metric(_emitter.SECONDS, path, seconds, rate, tags)

@@ -29,6 +29,7 @@ __all__ = [
     'InvalidMetricError',
     'TagSet',
     'clean_name',
+    'encode',
     'format_number',
     'format_rate',
     'milliseconds',
@@ -108,6 +109,19 @@ def clean_name(name: str, dialect: str | None = None) -> str:
     if not cleaned.isascii():
         cleaned = cleaned.encode('utf-8', 'replace').decode('utf-8')
     return cleaned
+
+
+def encode(text: str) -> bytes:
+    """Encode a line as UTF-8, replacing what cannot be encoded with ``?``.
+
+    A lone surrogate (in a set member or a tag) cannot be encoded: renaming
+    that one character is better than losing the metric or raising into the
+    caller.
+    """
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return text.encode('utf-8', 'replace')
 
 
 def format_number(value: object) -> str:
@@ -245,14 +259,30 @@ class Formatter:
         between the prefix and the path (the :class:`~.Connector` layout);
         the synchronous clients leave it off, as pystatsd does
     :param tags: the client's :class:`TagSet`
-    :param cache_size: how many names to remember per metric type
+    :param cache_size: how many names to remember per metric type (by
+        default :data:`DEFAULT_CACHE_SIZE`, read when the formatter is made)
 
-    Every method returns the line(s) as :class:`str` without a trailing
-    newline.  A negative absolute gauge is returned as two lines joined with
-    ``\\n`` (``0`` first) and must be sent in one datagram or write.
+    Every name cache of a client lives here, so that a new prefix means a
+    new formatter and nothing else to reset.  Every method returns the
+    line(s) as :class:`str` without a trailing newline.  A negative absolute
+    gauge is returned as two lines joined with ``\\n`` (``0`` first) and
+    must be sent in one datagram or write.
     """
 
-    __slots__ = ('_cache_size', '_heads', '_plain_tail', '_prefix', '_segments', 'tags')
+    __slots__ = (
+        '_cache_size',
+        '_counter_heads',
+        '_gauge_heads',
+        '_heads',
+        '_plain_tail',
+        '_prefix',
+        '_segments',
+        '_set_heads',
+        '_timer_heads',
+        'increment_lines',
+        'increment_payloads',
+        'tags',
+    )
 
     def __init__(
         self,
@@ -260,12 +290,12 @@ class Formatter:
         *,
         type_segments: bool = False,
         tags: TagSet | None = None,
-        cache_size: int = DEFAULT_CACHE_SIZE,
+        cache_size: int | None = None,
     ) -> None:
         self.tags = tags if tags is not None else TagSet()
         self._prefix = f'{clean_name(prefix, self.tags.dialect)}.' if prefix else ''
         self._segments = type_segments
-        self._cache_size = cache_size
+        self._cache_size = DEFAULT_CACHE_SIZE if cache_size is None else cache_size
         # DogStatsD puts tags after the type, so constant tags are a tail.
         self._plain_tail = (
             self.tags.render(None) if self.tags.dialect == 'dogstatsd' else ''
@@ -273,6 +303,38 @@ class Formatter:
         self._heads: dict[str, dict[str, str]] = {
             code: {} for code in ('', COUNTER, GAUGE, TIMER, SET)
         }
+        # The same caches as attributes: each type's method looks its head up
+        # inline (``(not tags and cache.get(path)) or self._head(...)``),
+        # which saves a call on every metric whose name was seen before.
+        self._counter_heads = self._heads[COUNTER]
+        self._gauge_heads = self._heads[GAUGE]
+        self._timer_heads = self._heads[TIMER]
+        self._set_heads = self._heads[SET]
+        #: ``incr(path)`` with the defaults, by far the most frequent call,
+        #: as a finished line and as a finished payload, by path.  Read them
+        #: directly on the hot path; fill them with :meth:`increment_line`
+        #: and :meth:`increment_payload`.
+        self.increment_lines: dict[str, str] = {}
+        self.increment_payloads: dict[str, bytes] = {}
+
+    @property
+    def timer_heads(self) -> dict[str, str]:
+        """The cache of :meth:`head` for timers, by path (read it, do not fill it)."""
+        return self._timer_heads
+
+    def increment_line(self, path: str) -> str:
+        """Return (and remember, within the bound) the line of ``incr(path)``."""
+        line = self.counter(path)
+        if len(self.increment_lines) < self._cache_size:
+            self.increment_lines[path] = line
+        return line
+
+    def increment_payload(self, path: str) -> bytes:
+        """Return (and remember, within the bound) the encoded line of ``incr(path)``."""
+        payload = encode(self.counter(path))
+        if len(self.increment_payloads) < self._cache_size:
+            self.increment_payloads[path] = payload
+        return payload
 
     @property
     def plain_tail(self) -> str:
@@ -312,6 +374,12 @@ class Formatter:
             return f'{name}{self.tags.render(tags)}:'
         return f'{name}:'
 
+    def _suffix(self, rate: float, tags: Mapping[str, object] | None) -> str:
+        """Return what follows the type code: the sample rate, then any tail."""
+        if rate == 1 and not tags:  # the common case, in one frame
+            return self._plain_tail
+        return f'{format_rate(rate)}{self._tail(tags)}'
+
     def _tail(self, tags: Mapping[str, object] | None) -> str:
         if not tags:
             return self._plain_tail
@@ -348,10 +416,12 @@ class Formatter:
     ) -> str:
         """Return a counter line: ``name:value|c``."""
         if rate == 1 and not tags and type(value) is int:
-            return f'{self._head(COUNTER, path, None)}{value}|c{self._plain_tail}'
+            head = self._counter_heads.get(path) or self._head(COUNTER, path, None)
+            return f'{head}{value}|c{self._plain_tail}'
         return (
-            f'{self._head(COUNTER, path, tags)}{format_number(value)}|c'
-            f'{format_rate(rate)}{self._tail(tags)}'
+            f'{(not tags and self._counter_heads.get(path)) or self._head(COUNTER, path, tags)}'
+            f'{format_number(value)}|c'
+            f'{self._suffix(rate, tags)}'
         )
 
     def timer(
@@ -369,10 +439,8 @@ class Formatter:
         text = format_number(millis)
         if text[0] == '-':
             raise InvalidMetricError(f'duration {millis!r} is negative')
-        return (
-            f'{self._head(TIMER, path, tags)}{text}|ms'
-            f'{format_rate(rate)}{self._tail(tags)}'
-        )
+        head = (not tags and self._timer_heads.get(path)) or self._head(TIMER, path, tags)
+        return f'{head}{text}|ms{self._suffix(rate, tags)}'
 
     def gauge(
         self,
@@ -389,8 +457,8 @@ class Formatter:
         ``0`` followed by the value, in one payload.
         """
         text = format_number(value)
-        head = self._head(GAUGE, path, tags)
-        tail = f'|g{format_rate(rate)}{self._tail(tags)}'
+        head = (not tags and self._gauge_heads.get(path)) or self._head(GAUGE, path, tags)
+        tail = f'|g{self._suffix(rate, tags)}'
         if delta:
             if text[0] != '-':
                 text = '+' + text
@@ -407,8 +475,9 @@ class Formatter:
         tags: Mapping[str, object] | None = None,
     ) -> str:
         """Return a set line: ``name:value|s``; the value is any text."""
-        text = clean_name(value if isinstance(value, str) else str(value))
-        return (
-            f'{self._head(SET, path, tags)}{text}|s'
-            f'{format_rate(rate)}{self._tail(tags)}'
-        )
+        # clean_name(), written out: a set member is new text on every call.
+        text = (value if isinstance(value, str) else str(value)).translate(_NAME_TABLE)
+        if not text.isascii():
+            text = text.encode('utf-8', 'replace').decode('utf-8')
+        head = (not tags and self._set_heads.get(path)) or self._head(SET, path, tags)
+        return f'{head}{text}|s{self._suffix(rate, tags)}'

@@ -1,22 +1,23 @@
 """Recording stand-ins for the connector and the synchronous client, for users' tests.
 
-Strategy: both recorders keep the public metric API of the class they stand
-in for, render every metric through the same
+Strategy: both recorders inherit the public metric methods of the class they
+stand in for and run every call through the same body and the same
 :class:`~sprockets_statsd.metrics.Formatter` as the real thing (so invalid
 values are dropped exactly as in production and the wire line can be
-asserted on), and append a :class:`RecordedMetric` instead of sending.
-Sampling is not applied: every call is recorded, with its rate.
+asserted on); their transport hook appends a :class:`RecordedMetric`
+instead of sending.  Sampling is not applied: every call is recorded, with
+its rate.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import typing
 from collections.abc import Mapping
 
-from sprockets_statsd import metrics
-from sprockets_statsd.client import Pipeline, StatsClientBase
+from sprockets_statsd import _emitter, metrics
+from sprockets_statsd._emitter import Tags as _Tags
+from sprockets_statsd._syncbase import Pipeline, StatsClientBase
 from sprockets_statsd.connector import AbstractConnector
 from sprockets_statsd.metrics import Formatter
 
@@ -27,8 +28,6 @@ __all__ = [
     'RecordingPipeline',
     'RecordingStatsClient',
 ]
-
-_Tags = typing.Optional[Mapping[str, object]]  # noqa: UP045 - a runtime alias on 3.10
 
 _KIND_NAMES = {
     metrics.COUNTER: 'counter',
@@ -65,7 +64,7 @@ class RecordedMetric:
     delta: bool = False
 
 
-class Recorder:
+class Recorder(_emitter.Emitter):
     """The record and the assertion helpers that both recorders share.
 
     Not used on its own: create a :class:`RecordingConnector` or a
@@ -105,24 +104,24 @@ class Recorder:
     def _invalid(self, stat: object, error: Exception) -> None:
         self._invalid_count += 1
 
-    def _capture(
-        self,
-        code: str,
-        path: str,
-        value: object,
-        rate: float,
-        tags: _Tags,
-        render: typing.Callable[[], str],
-        delta: bool = False,
+    def _sampled_out(self, path: object, rate: float) -> bool:
+        return False  # every call is recorded, with its rate
+
+    def _metric(
+        self, kind: str, path: str, value: typing.Any, rate: float, tags: _Tags,
+        extra: typing.Any = False,
     ) -> None:
-        """Render the line (dropping the metric when invalid) and record it."""
-        try:
-            line = render()
-        except metrics.InvalidMetricError as error:
-            self._invalid(path, error)
-            return
+        # The call is kept for _emit(), which turns it into a RecordedMetric
+        # once the shared body has formatted (or dropped) it.
+        self._call = (kind, path, value, rate, tags, extra)
+        _emitter.Emitter._metric(self, kind, path, value, rate, tags, extra)
+
+    def _emit(self, line: str) -> None:
+        kind, path, value, rate, tags, extra = self._call
+        code = extra if kind is _emitter.RAW else _emitter.KIND_CODES[kind]
         merged = {**self._constant_tags, **(tags or {})}
         name = self._formatter.name(code, path if isinstance(path, str) else str(path))
+        delta = extra if kind is _emitter.GAUGE else False
         self._record(RecordedMetric(code, path, name, value, rate, merged, line, delta))
 
     def _record(self, metric: RecordedMetric) -> None:
@@ -293,7 +292,7 @@ def _negative(value: object) -> bool:
         return False
 
 
-class RecordingConnector(Recorder, AbstractConnector):
+class RecordingConnector(Recorder, _emitter.PrefixMixin, AbstractConnector):
     """Records metrics instead of sending them; stands in for :class:`~.Connector`.
 
     :param host: accepted and ignored, like `port`
@@ -321,19 +320,9 @@ class RecordingConnector(Recorder, AbstractConnector):
     ) -> None:
         super().__init__()
         self._setup(prefix, True, tag_dialect, tags)
-        self._prefix = prefix or ''
+        self.prefix = prefix
         #: Whether :meth:`start` was called and :meth:`stop` not since.
         self.running = False
-
-    @property
-    def prefix(self) -> str:
-        """The prefix in front of every metric name (empty for none)."""
-        return self._prefix
-
-    @prefix.setter
-    def prefix(self, value: str) -> None:
-        self._prefix = value or ''
-        self._formatter = metrics.Formatter(self._prefix, type_segments=True, tags=self._tag_set)
 
     async def start(self) -> None:
         """Mark the connector as running."""
@@ -342,69 +331,6 @@ class RecordingConnector(Recorder, AbstractConnector):
     async def stop(self) -> None:
         """Mark the connector as stopped."""
         self.running = False
-
-    def inject_metric(
-        self, path: str, value: str, type_code: str, *, rate: float = 1.0, tags: _Tags = None
-    ) -> None:
-        """Record ``path:value|type_code`` (no type segment, as the connector)."""
-        self._capture(
-            type_code, path, value, rate, tags,
-            lambda: self._formatter.line(type_code, path, str(value), rate, tags),
-        )
-
-    def incr(self, path: str, value: float = 1, *, rate: float = 1.0, tags: _Tags = None) -> None:
-        """Record a counter increment."""
-        self._capture(
-            metrics.COUNTER, path, value, rate, tags,
-            lambda: self._formatter.counter(path, value, rate, tags),
-        )
-
-    def gauge(
-        self,
-        path: str,
-        value: float,
-        delta: bool = False,
-        *,
-        rate: float = 1.0,
-        tags: _Tags = None,
-    ) -> None:
-        """Record a gauge value or change."""
-        self._capture(
-            metrics.GAUGE, path, value, rate, tags,
-            lambda: self._formatter.gauge(path, value, delta, rate, tags), delta,
-        )
-
-    def timing(
-        self,
-        path: str,
-        seconds: float | datetime.timedelta,
-        *,
-        rate: float = 1.0,
-        tags: _Tags = None,
-    ) -> None:
-        """Record a duration in seconds (a timedelta is converted to seconds)."""
-        if isinstance(seconds, datetime.timedelta):
-            seconds = seconds.total_seconds()
-        value = seconds
-        self._capture(
-            metrics.TIMER, path, value, rate, tags,
-            lambda: self._formatter.timer(path, _millis(value), rate, tags),
-        )
-
-    def set(self, path: str, value: object, *, rate: float = 1.0, tags: _Tags = None) -> None:
-        """Record a set member."""
-        self._capture(
-            metrics.SET, path, value, rate, tags,
-            lambda: self._formatter.set(path, value, rate, tags),
-        )
-
-
-def _millis(seconds: object) -> float:
-    """Seconds to milliseconds, raising InvalidMetricError for a non-number."""
-    try:
-        return metrics.milliseconds(seconds)  # type: ignore[arg-type]
-    except TypeError:
-        raise metrics.InvalidMetricError(f'{seconds!r} is not a number') from None
 
 
 class RecordingStatsClient(Recorder, StatsClientBase):
@@ -433,50 +359,6 @@ class RecordingStatsClient(Recorder, StatsClientBase):
         """Return a :class:`RecordingPipeline` that records into this client when sent."""
         return RecordingPipeline(self)
 
-    def incr(self, stat: str, count: float = 1, rate: float = 1, *, tags: _Tags = None) -> None:
-        """Record a counter increment."""
-        self._capture(
-            metrics.COUNTER, stat, count, rate, tags,
-            lambda: self._formatter.counter(stat, count, rate, tags),
-        )
-
-    def gauge(
-        self,
-        stat: str,
-        value: float,
-        rate: float = 1,
-        delta: bool = False,
-        *,
-        tags: _Tags = None,
-    ) -> None:
-        """Record a gauge value or change."""
-        self._capture(
-            metrics.GAUGE, stat, value, rate, tags,
-            lambda: self._formatter.gauge(stat, value, delta, rate, tags), delta,
-        )
-
-    def set(self, stat: str, value: object, rate: float = 1, *, tags: _Tags = None) -> None:
-        """Record a set member."""
-        self._capture(
-            metrics.SET, stat, value, rate, tags,
-            lambda: self._formatter.set(stat, value, rate, tags),
-        )
-
-    def timing(
-        self,
-        stat: str,
-        delta: float | datetime.timedelta,
-        rate: float = 1,
-        *,
-        tags: _Tags = None,
-    ) -> None:
-        """Record a duration in milliseconds (a timedelta is converted)."""
-        millis = metrics.milliseconds(delta) if isinstance(delta, datetime.timedelta) else delta
-        self._capture(
-            metrics.TIMER, stat, millis, rate, tags,
-            lambda: self._formatter.timer(stat, millis, rate, tags),
-        )
-
 
 class RecordingPipeline(RecordingStatsClient, Pipeline):
     """A :class:`~.client.Pipeline` of a :class:`RecordingStatsClient`.
@@ -487,8 +369,12 @@ class RecordingPipeline(RecordingStatsClient, Pipeline):
     :meth:`send` (or the end of the ``with`` block) moves them to the client.
     """
 
+    # The general path, not the pipeline's fast path: every call is recorded.
+    incr = StatsClientBase.incr
+
     def __init__(self, client: RecordingStatsClient) -> None:
         Pipeline.__init__(self, client)
+        del self._emit  # record, rather than collect lines to send
         self._recorder = client
         self._constant_tags = client._constant_tags
         self.metrics = []

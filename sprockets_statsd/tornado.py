@@ -16,8 +16,9 @@ from collections.abc import Mapping
 from tornado import web
 
 from sprockets_statsd import metrics
-from sprockets_statsd.connector import AbstractConnector, Connector, Timer
+from sprockets_statsd.connector import AbstractConnector, Connector
 from sprockets_statsd.errors import ConfigurationError
+from sprockets_statsd.timer import Timer
 
 __all__ = ['Application', 'RequestHandler']
 
@@ -399,7 +400,7 @@ class RequestHandler(web.RequestHandler):
                rows = await self.fetch_rows()
 
         The duration is recorded even when the block raises.  The returned
-        :class:`~sprockets_statsd.connector.Timer` also tells the duration
+        :class:`~sprockets_statsd.Timer` also tells the duration
         afterwards (``elapsed``, in seconds).
         """
         return Timer(lambda seconds: self.record_timing(seconds, *path))

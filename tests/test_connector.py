@@ -7,14 +7,13 @@ import datetime
 import itertools
 import logging
 import socket
-import threading
 import typing
 
 import pytest
 
 import sprockets_statsd
 import sprockets_statsd.statsd
-from sprockets_statsd import AbstractConnector, ConfigurationError, Connector, Timer
+from sprockets_statsd import AbstractConnector, ConfigurationError, Connector
 from tests.helpers import StatsdServer
 
 UDP = socket.IPPROTO_UDP
@@ -110,6 +109,23 @@ async def test_prefix_can_be_changed() -> None:
         b'first.counters.x:1|c', b'other.counters.x:1|c']
 
 
+async def test_a_new_prefix_reaches_every_cached_path() -> None:
+    """After a prefix change no cached name of the old prefix is sent again."""
+
+    def calls(c: Connector) -> None:
+        for _ in range(2):  # the second round comes from the caches
+            c.incr('x')
+            c.timing('t', 0.5)
+            c.gauge('g', 1)
+        c.prefix = 'new'
+        c.incr('x')
+        c.timing('t', 0.5)
+        c.gauge('g', 1)
+
+    lines = await lines_for(calls, 9, prefix='old')
+    assert lines[6:] == [b'new.counters.x:1|c', b'new.timers.t:500.0|ms', b'new.gauges.g:1|g']
+
+
 async def test_names_with_protocol_characters_are_replaced() -> None:
     """':', '|', '@', '#', newline and NUL never reach the wire raw."""
     lines = await lines_for(lambda c: c.incr('a:b|c@d#e\nf\x00g'), 1)
@@ -167,6 +183,17 @@ async def test_invalid_metrics_are_dropped_and_counted(caplog: pytest.LogCapture
     assert len([r for r in caplog.records if 'dropping metric' in r.getMessage()]) == 1
 
 
+def test_a_sample_rate_that_is_not_a_number_is_counted_not_raised() -> None:
+    """rate='0.5' (text) on any method is an invalid metric, never a TypeError."""
+    c = Connector('127.0.0.1', 9, random_source=lambda: 0.9)
+    c.incr('a', rate='0.5')  # type: ignore[arg-type]
+    c.timing('b', 0.5, rate='0.5')  # type: ignore[arg-type]
+    c.inject_metric('c', '1', 'c', rate='0.5')  # type: ignore[arg-type]
+    assert c.dropped_invalid == 3
+    assert c.enqueued == 0
+    c.processor.abandon_queue()
+
+
 async def test_tags_need_a_dialect() -> None:
     """Tags on a connector without a dialect raise instead of vanishing."""
     c = Connector('127.0.0.1')
@@ -214,49 +241,6 @@ async def test_timer_context_manager_and_decorators() -> None:
     assert names == [b'timers.block', b'timers.function', b'timers.coroutine', b'timers.failing']
     coroutine_ms = float(lines[2].split(b':')[1].split(b'|')[0])
     assert coroutine_ms >= 10.0
-
-
-def test_timer_object_api() -> None:
-    """start/stop/send follow pystatsd's rules and report seconds."""
-    ticks = iter([1.0, 1.25, 2.0, 2.5])
-    reported: list[float] = []
-    timer = Timer(reported.append, clock=lambda: next(ticks))
-    with pytest.raises(RuntimeError):
-        timer.stop()
-    with pytest.raises(RuntimeError):
-        timer.send()
-    assert timer.ms is None
-    timer.start().stop()
-    assert reported == [0.25]
-    assert timer.ms == 250.0
-    with pytest.raises(RuntimeError):
-        timer.send()
-    timer.start().stop(send=False)
-    assert reported == [0.25]
-    timer.send()
-    assert reported == [0.25, 0.5]
-
-
-def test_timer_decorator_is_thread_safe() -> None:
-    """Each call of a decorated function is timed on its own, from many threads."""
-    reported: list[float] = []
-    lock = threading.Lock()
-
-    def report(seconds: float) -> None:
-        with lock:
-            reported.append(seconds)
-
-    @Timer(report)
-    def work() -> None:
-        pass
-
-    threads = [threading.Thread(target=lambda: [work() for _ in range(50)]) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(10)
-    assert len(reported) == 400
-    assert all(s >= 0 for s in reported)
 
 
 async def test_abstract_connector_does_nothing() -> None:

@@ -35,6 +35,7 @@ __all__ = [
     'milliseconds',
 ]
 
+# The metric types on the wire, shared by the clients and the server's parser.
 COUNTER = 'c'
 GAUGE = 'g'
 TIMER = 'ms'

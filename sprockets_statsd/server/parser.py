@@ -35,6 +35,10 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from sprockets_statsd.errors import MetricParseError
+from sprockets_statsd.metrics import COUNTER as KIND_COUNTER
+from sprockets_statsd.metrics import GAUGE as KIND_GAUGE
+from sprockets_statsd.metrics import SET as KIND_SET
+from sprockets_statsd.metrics import TIMER as KIND_TIMER
 from sprockets_statsd.server.tags import canonical_key, sanitize_key
 
 __all__ = [
@@ -58,11 +62,6 @@ __all__ = [
     'parse_value',
     'sanitize_key',
 ]
-
-KIND_COUNTER = 'c'
-KIND_TIMER = 'ms'
-KIND_GAUGE = 'g'
-KIND_SET = 's'
 
 #: :func:`other_line` results.
 LINE_EVENT = 'event'

@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from sprockets_statsd.server._finite import saturated
 from sprockets_statsd.server._jsnumber import format_js_number, js_round
-from sprockets_statsd.server._limits import TimerTotals
+from sprockets_statsd.server._timertotals import TimerTotals
 from sprockets_statsd.server.config import AggregatorConfig
 
 __all__ = [

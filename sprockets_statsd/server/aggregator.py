@@ -30,7 +30,7 @@ from sprockets_statsd.errors import MetricParseError
 from sprockets_statsd.server import _timerstats
 from sprockets_statsd.server._finite import saturated
 from sprockets_statsd.server._jsnumber import js_round
-from sprockets_statsd.server._limits import TimerTotals
+from sprockets_statsd.server._timertotals import TimerTotals
 from sprockets_statsd.server.config import AggregatorConfig
 from sprockets_statsd.server.parser import (
     LINE_EVENT,

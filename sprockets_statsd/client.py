@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 
 from sprockets_statsd import _emitter
 from sprockets_statsd._packing import datagrams
+from sprockets_statsd._ports import check_port
 from sprockets_statsd._syncbase import Pipeline, StatsClientBase
 from sprockets_statsd.errors import ConfigurationError
 from sprockets_statsd.metrics import encode
@@ -94,7 +95,7 @@ class StatsClient(StatsClientBase):
         self._maxudpsize = maxudpsize
         wanted = socket.AF_INET6 if ipv6 else socket.AF_INET
         family, _, _, _, addr = socket.getaddrinfo(
-            host, _check_port(port), wanted, socket.SOCK_DGRAM
+            host, check_port(port, 'port'), wanted, socket.SOCK_DGRAM
         )[0]
         self._addr: tuple[typing.Any, ...] = addr
         self._sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -237,7 +238,7 @@ class TCPStatsClient(_StreamClient):
     ) -> None:
         super().__init__(prefix, tag_dialect=tag_dialect, tags=tags, random_source=random_source)
         self._host = host
-        self._port = _check_port(port)
+        self._port = check_port(port, 'port')
         self._timeout = timeout
         self._ipv6 = ipv6
 
@@ -294,19 +295,6 @@ def _connected(sock: socket.socket, address: typing.Any, timeout: float | None) 
     return sock
 
 
-def _check_port(port: object) -> int:
-    """Return `port` as an int (a decimal string is accepted, as by pystatsd)."""
-    try:
-        if isinstance(port, bool) or not isinstance(port, (int, str)):
-            raise ValueError
-        number = int(port)
-    except ValueError:
-        number = -1
-    if not 0 < number < 65536:
-        raise ConfigurationError(f'port must be an int from 1 to 65535, not {port!r}')
-    return number
-
-
 def from_env(
     environ: Mapping[str, str] | None = None,
     *,
@@ -352,8 +340,7 @@ def from_env(
             options[keyword] = default if text is None else int(text)
         except ValueError:
             raise ConfigurationError(f'{name} must be an integer, not {text!r}') from None
-    if not 0 < options['port'] < 65536:
-        raise ConfigurationError(f'STATSD_PORT must be from 1 to 65535, not {options["port"]}')
+    check_port(options['port'], 'STATSD_PORT')
     if not 0 < options['maxudpsize'] <= MAX_UDP_PAYLOAD:
         raise ConfigurationError(
             f'STATSD_MAXUDPSIZE must be from 1 to {MAX_UDP_PAYLOAD}, '

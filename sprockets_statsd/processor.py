@@ -25,6 +25,7 @@ import socket
 import typing
 from collections.abc import Callable
 
+from sprockets_statsd._ports import check_port
 from sprockets_statsd._throttle import Throttle
 from sprockets_statsd.errors import ConfigurationError
 from sprockets_statsd.protocols import (
@@ -188,9 +189,7 @@ class Processor:
             if not self.unix_path:
                 raise ConfigurationError('host unix: needs a path: unix:/path/to.sock')
         else:
-            port = _positive('port', port, int)
-            if port > 65535:
-                raise ConfigurationError(f'port must be 1 to 65535, not {port!r}')
+            port = check_port(_positive('port', port, int), 'port')
             if ip_protocol not in _PROTOCOLS:
                 raise ConfigurationError(
                     f'ip_protocol must be socket.IPPROTO_TCP ({socket.IPPROTO_TCP}) '

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import datetime
 import logging
@@ -16,6 +15,7 @@ from collections.abc import Mapping
 from tornado import web
 
 from sprockets_statsd import metrics
+from sprockets_statsd._ports import check_port
 from sprockets_statsd.connector import AbstractConnector, Connector
 from sprockets_statsd.errors import ConfigurationError
 from sprockets_statsd.timer import Timer
@@ -110,20 +110,6 @@ def _parse_enabled(value: object, source: str) -> bool:
     )
 
 
-def _parse_port(value: object, source: str) -> int:
-    port: int | None = None
-    if isinstance(value, int) and not isinstance(value, bool):
-        port = value
-    elif isinstance(value, str):
-        with contextlib.suppress(ValueError):
-            port = int(value)
-    if port is None or not 0 < port < 65536:
-        raise ConfigurationError(
-            f'{source} must be a port number from 1 to 65535, not {value!r}'
-        )
-    return port
-
-
 def _parse_number(key: str, value: object, kind: type) -> float | int:
     """Check one of the numeric Connector options (a positive int or float)."""
     number: float | int | None = None
@@ -204,7 +190,7 @@ def _resolve(
         )
 
     enabled = _parse_enabled(*_lookup(given, 'enabled', environ, 'STATSD_ENABLED', True))
-    port = _parse_port(*_lookup(given, 'port', environ, 'STATSD_PORT', 8125))
+    port = check_port(*_lookup(given, 'port', environ, 'STATSD_PORT', 8125))
 
     protocol, source = _lookup(given, 'protocol', environ, 'STATSD_PROTOCOL', 'tcp')
     if not isinstance(protocol, str) or protocol.strip().lower() not in _IP_PROTOCOLS:

@@ -15,6 +15,7 @@ import math
 import re
 import typing
 
+from sprockets_statsd._ports import MAX_PORT, check_port
 from sprockets_statsd.errors import ConfigurationError
 from sprockets_statsd.server import logs
 from sprockets_statsd.server.config import AggregatorConfig
@@ -63,11 +64,14 @@ def parse_address(text: str, *, default_host: str = '') -> tuple[str, int]:
         raise argparse.ArgumentTypeError(
             f'{text!r}: write an IPv6 address in brackets, like [::1]:8125'
         )
-    if not (port.isascii() and port.isdigit()) or int(port) > 65535:
+    try:
+        # Plain digits only: no sign, spaces or other scripts' digits.
+        number = check_port(port, 'the port', lowest=0, text=port.isascii() and port.isdigit())
+    except ConfigurationError:
         raise argparse.ArgumentTypeError(
-            f'{text!r}: expected [host]:port with a port from 0 to 65535'
-        )
-    return host or default_host, int(port)
+            f'{text!r}: expected [host]:port with a port from 0 to {MAX_PORT}'
+        ) from None
+    return host or default_host, number
 
 
 def _sink(text: str) -> tuple[str, int]:

@@ -12,6 +12,7 @@ import sys
 import time
 import typing
 
+from sprockets_statsd._ports import check_port
 from sprockets_statsd.errors import ConfigurationError
 from sprockets_statsd.server import listeners
 from sprockets_statsd.server._listen import bind_or_warn
@@ -118,11 +119,7 @@ class ServerConfig:
             *((name, (address,) if address else (), 0) for name, address in single),
         ):
             for host, port in addresses:
-                if not isinstance(port, int) or not lowest <= port <= 65535:
-                    raise ConfigurationError(
-                        f'{field}: port {port!r} of {host!r} must be a whole '
-                        f'number from {lowest} to 65535'
-                    )
+                check_port(port, f'{field}: the port of {host!r}', lowest=lowest, text=False)
         for field in ('udp_receive_buffer', 'max_line_length',
                       'sink_buffer_bytes', 'sink_buffer_flushes'):
             value = getattr(self, field)

@@ -20,10 +20,9 @@ from collections.abc import Callable, Sequence
 
 from sprockets_statsd.server._inspect import inspect_object
 from sprockets_statsd.server._jsnumber import format_js_number
-from sprockets_statsd.server._listen import ListeningSockets
 from sprockets_statsd.server.aggregator import Aggregator, MetricKind
 from sprockets_statsd.server.graphite import GraphiteStats
-from sprockets_statsd.server.listeners import format_address
+from sprockets_statsd.server.listeners import ListeningSockets, format_address
 from sprockets_statsd.server.status import HEALTH_DOWN, HEALTH_UP, ServerStatus
 
 __all__ = [

@@ -15,7 +15,6 @@ import typing
 from sprockets_statsd._ports import check_port
 from sprockets_statsd.errors import ConfigurationError
 from sprockets_statsd.server import listeners
-from sprockets_statsd.server._listen import bind_or_warn
 from sprockets_statsd.server.admin import (
     DEFAULT_ADMIN_HOST,
     DEFAULT_ADMIN_PORT,
@@ -303,7 +302,7 @@ class Server:
             self.collector = StatsdCollector(config.aggregator.percent_thresholds)
             self.query = QueryService(self.frames, self.collector, self.status)
             for (host, port), required in http:
-                bind_or_warn(self.query.bind, host, port, 'the load sink', required)
+                listeners.bind_or_warn(self.query.bind, host, port, 'the load sink', required)
             if not self.query.addresses:
                 self.frames = self.collector = self.query = None
         address, required = config.admin, True
@@ -315,7 +314,7 @@ class Server:
                 self.aggregator, self.status, config=config, backends=self._backends
             )
             self.admin = AdminServer(console)
-            bind_or_warn(self.admin.bind, host, port, 'the admin console', required)
+            listeners.bind_or_warn(self.admin.bind, host, port, 'the admin console', required)
             if not self.admin.addresses:
                 self.admin = None
 

@@ -20,8 +20,8 @@ import tornado.web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 
-from sprockets_statsd.server._listen import ListeningSockets
 from sprockets_statsd.server.frames import FrameStore
+from sprockets_statsd.server.listeners import ListeningSockets
 from sprockets_statsd.server.overview import DEFAULT_REFRESH, MAX_ROWS, matches, render_overview
 from sprockets_statsd.server.prometheus import CONTENT_TYPE, StatsdCollector
 from sprockets_statsd.server.status import ServerStatus

@@ -17,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from sprockets_statsd.errors import ConfigurationError
-from sprockets_statsd.server import _listen, cli
+from sprockets_statsd.server import cli, listeners
 from sprockets_statsd.server.app import Server, ServerConfig
 from sprockets_statsd.server.config import AggregatorConfig
 from sprockets_statsd.server.http import DEFAULT_LOAD_PORT
@@ -191,7 +191,7 @@ async def test_taken_default_ports_only_warn(caplog: pytest.LogCaptureFixture) -
         taken.bind(('127.0.0.1', 0))
         taken.listen()
         port = taken.getsockname()[1]
-        with caplog.at_level(logging.WARNING, logger='sprockets_statsd.server._listen'):
+        with caplog.at_level(logging.WARNING, logger='sprockets_statsd.server.listeners'):
             async with running_server(
                 default_load_sink=('127.0.0.1', port), default_admin=('127.0.0.1', port),
             ) as server:
@@ -359,7 +359,7 @@ def test_bind_tcp_shares_one_free_port_across_families(
                 *real('::1', args[1], type=socket.SOCK_STREAM)]
 
     monkeypatch.setattr(socket, 'getaddrinfo', both)
-    sockets = _listen.bind_tcp('loopbacks.example', 0)
+    sockets = listeners.bind_tcp('loopbacks.example', 0)
     try:
         assert [sock.family for sock in sockets] == [socket.AF_INET, socket.AF_INET6]
         assert len({sock.getsockname()[1] for sock in sockets}) == 1
@@ -379,7 +379,7 @@ def test_bind_tcp_binds_each_resolved_address_once(monkeypatch: pytest.MonkeyPat
         return found + found
 
     monkeypatch.setattr(socket, 'getaddrinfo', doubled)
-    sockets = _listen.bind_tcp('twice.example', 0)
+    sockets = listeners.bind_tcp('twice.example', 0)
     port = sockets[0].getsockname()[1]
     assert len(sockets) == 1
     for sock in sockets:
@@ -397,9 +397,9 @@ def test_bind_tcp_binds_each_resolved_address_once(monkeypatch: pytest.MonkeyPat
 
         monkeypatch.setattr(socket, 'getaddrinfo', then_taken)
         with pytest.raises(OSError, match='in use'):
-            _listen.bind_tcp('partly.example', port)
+            listeners.bind_tcp('partly.example', port)
     monkeypatch.undo()
-    again = _listen.bind_tcp('127.0.0.1', port)  # the first was released
+    again = listeners.bind_tcp('127.0.0.1', port)  # the first was released
     for sock in again:
         sock.close()
 

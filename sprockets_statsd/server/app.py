@@ -15,6 +15,7 @@ import typing
 from sprockets_statsd._ports import check_port
 from sprockets_statsd.errors import ConfigurationError
 from sprockets_statsd.server import listeners
+from sprockets_statsd.server._extras import needs_extra
 from sprockets_statsd.server.admin import (
     DEFAULT_ADMIN_HOST,
     DEFAULT_ADMIN_PORT,
@@ -22,11 +23,9 @@ from sprockets_statsd.server.admin import (
     Console,
 )
 from sprockets_statsd.server.aggregator import Aggregator
-from sprockets_statsd.server.config import AggregatorConfig
+from sprockets_statsd.server.config import DEFAULT_LOAD_HOST, DEFAULT_LOAD_PORT, AggregatorConfig
 from sprockets_statsd.server.frames import DEFAULT_FRAME_LENGTH, FrameStore
 from sprockets_statsd.server.graphite import GraphiteStats
-from sprockets_statsd.server.http import DEFAULT_LOAD_HOST, DEFAULT_LOAD_PORT, QueryService
-from sprockets_statsd.server.prometheus import StatsdCollector
 from sprockets_statsd.server.repeater import Repeaters, RepeatTarget
 from sprockets_statsd.server.sinks import (
     DEFAULT_BUFFER_BYTES,
@@ -37,6 +36,10 @@ from sprockets_statsd.server.sinks import (
     StreamSink,
 )
 from sprockets_statsd.server.status import ServerStatus
+
+if typing.TYPE_CHECKING:  # Tornado and prometheus_client come with the server extra.
+    from sprockets_statsd.server.http import QueryService
+    from sprockets_statsd.server.prometheus import StatsdCollector
 
 __all__ = ['DEFAULT_PORT', 'DEFAULT_SHUTDOWN_TIMEOUT', 'Server', 'ServerConfig']
 
@@ -297,6 +300,17 @@ class Server:
         http = [(address, True) for address in config.load_sinks]
         if not config.sinks and not config.load_sinks and config.default_load_sink:
             http.append((config.default_load_sink, False))
+        if http:
+            try:
+                with needs_extra('the load sink'):
+                    from sprockets_statsd.server.http import QueryService
+                    from sprockets_statsd.server.prometheus import StatsdCollector
+            except ConfigurationError as exc:
+                if config.load_sinks:
+                    raise
+                # Only the default: the server runs without it.
+                logger.warning('%s; running without it (--http off hides this line)', exc)
+                http = []
         if http:
             self.frames = FrameStore(config.frame_length)
             self.collector = StatsdCollector(config.aggregator.percent_thresholds)

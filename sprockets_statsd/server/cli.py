@@ -14,7 +14,7 @@ import typing
 
 import sprockets_statsd
 from sprockets_statsd.errors import ConfigurationError
-from sprockets_statsd.server import app, daemon, logs
+from sprockets_statsd.server import _extras, app, daemon, logs
 from sprockets_statsd.server._options import (
     AGGREGATOR_FIELDS,
     FALSE,
@@ -190,6 +190,14 @@ def parse_settings(
         config = app.ServerConfig(aggregator=AggregatorConfig(**aggregator), **values)
     except ConfigurationError as exc:  # pragma: no cover - checked per option
         parser.error(str(exc))
+    try:
+        # Surfaces asked for explicitly: their extra must be installed.
+        if config.load_sinks:
+            _extras.require('the load sink (--http, -t load)', 'sprockets_statsd.server.http')
+        if process.get('daemonize'):
+            _extras.require('--daemonize', 'daemon')
+    except ConfigurationError as exc:
+        parser.exit(2, f'{parser.prog}: error: {exc}\n')
     return Settings(config, level, **process)
 
 

@@ -9,11 +9,18 @@ import re
 from sprockets_statsd.errors import ConfigurationError
 
 __all__ = [
+    'DEFAULT_LOAD_HOST',
+    'DEFAULT_LOAD_PORT',
     'DEFAULT_MAX_NAMES',
     'DEFAULT_MAX_TIMER_VALUES',
     'TIMER_METRIC_NAMES',
     'AggregatorConfig',
 ]
+
+#: Where the embedded load sink listens when the server has no sink at
+#: all: loopback only, on the port of gstatsd's documented example.
+DEFAULT_LOAD_HOST = '127.0.0.1'
+DEFAULT_LOAD_PORT = 8082
 
 #: Names accepted in :attr:`AggregatorConfig.calculated_timer_metrics`; the
 #: ``_percent`` forms select every threshold (``upper_90``, ``upper_top5``...).

@@ -22,8 +22,9 @@ import signal
 import sys
 import typing
 
-from sprockets_statsd.errors import ConfigurationError, StatsdError
+from sprockets_statsd.errors import StatsdError
 from sprockets_statsd.server import logs
+from sprockets_statsd.server._extras import needs_extra
 
 __all__ = ['PidFile', 'PidFileError', 'run']
 
@@ -192,13 +193,8 @@ def _kept_descriptors() -> list[int]:
 
 def _detach(pid_file: PidFile | None) -> typing.Any:
     """Become a daemon with python-daemon; only the daemon returns."""
-    try:
+    with needs_extra('--daemonize'):
         import daemon as python_daemon  # type: ignore[import-untyped]
-    except ImportError:
-        raise ConfigurationError(
-            '--daemonize needs python-daemon: install sprockets-statsd[server] '
-            '(or the python3-daemon Debian package), or run in the foreground'
-        ) from None
     if not any(isinstance(h, logs.ReopenableFileHandler)
                for h in logging.getLogger().handlers):
         logger.warning('daemonizing without a log file: log messages are discarded; '

@@ -20,6 +20,7 @@ import tornado.web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 
+from sprockets_statsd.server.config import DEFAULT_LOAD_HOST, DEFAULT_LOAD_PORT
 from sprockets_statsd.server.frames import FrameStore
 from sprockets_statsd.server.listeners import ListeningSockets
 from sprockets_statsd.server.overview import DEFAULT_REFRESH, MAX_ROWS, matches, render_overview
@@ -29,11 +30,6 @@ from sprockets_statsd.server.status import ServerStatus
 __all__ = ['DEFAULT_LOAD_HOST', 'DEFAULT_LOAD_PORT', 'QueryService', 'load_report']
 
 logger = logging.getLogger(__name__)
-
-#: Where the embedded load sink listens when the server has no sink at
-#: all: loopback only, on the port of gstatsd's documented example.
-DEFAULT_LOAD_HOST = '127.0.0.1'
-DEFAULT_LOAD_PORT = 8082
 
 # Requests are tiny GETs: a few KB of headers, no body to speak of.
 _MAX_HEADER_SIZE = 16 * 1024

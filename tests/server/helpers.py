@@ -217,6 +217,8 @@ class ServerProcess:
     :param env: extra environment variables
     :param stdout: where its standard output goes (default: a pipe that
         :meth:`stop` reads)
+    :param python: the interpreter (default: the one running the tests)
+    :param cwd: the working directory (default: the current one)
 
     :meth:`start` waits for the startup line on standard error and reads the
     first UDP address from it into :attr:`host` and :attr:`port`.
@@ -227,9 +229,13 @@ class ServerProcess:
         *args: str,
         env: typing.Mapping[str, str] | None = None,
         stdout: int = asyncio.subprocess.PIPE,
+        python: str = sys.executable,
+        cwd: str | None = None,
     ) -> None:
         self.args = args
         self.stdout = stdout
+        self.python = python
+        self.cwd = cwd
         self.env = {
             k: v for k, v in os.environ.items() if not k.startswith('STATSD_')
         }
@@ -242,9 +248,9 @@ class ServerProcess:
     async def start(self) -> ServerProcess:
         """Start the process and wait until it listens."""
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable, '-m', 'sprockets_statsd.server', *self.args,
+            self.python, '-m', 'sprockets_statsd.server', *self.args,
             stdout=self.stdout, stderr=asyncio.subprocess.PIPE,
-            env=self.env,
+            env=self.env, cwd=self.cwd,
         )
         assert self.process.stderr is not None
         while True:

@@ -144,3 +144,16 @@ def test_surfaces_that_need_the_extra_say_so_in_one_line(
     assert line.startswith('sprockets-statsd-server: error: ')
     assert surface in line
     assert line.endswith(INSTALL)
+
+
+def test_synchronous_client_does_not_import_asyncio(bare: pathlib.Path) -> None:
+    """``from sprockets_statsd.client import StatsClient`` loads neither asyncio
+    nor any extra, and the client sends."""
+    done = run_python(bare, (
+        'import sys\n'
+        'from sprockets_statsd.client import StatsClient\n'
+        "print(sorted(m for m in ('asyncio', *" + repr(EXTRAS) + ") if m in sys.modules))\n"
+        "StatsClient('127.0.0.1', 9).incr('bare')\n"
+    ))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ['[]']

@@ -27,6 +27,7 @@ import socket
 import typing
 from collections.abc import Iterable, Sequence
 
+from sprockets_statsd._ports import check_port
 from sprockets_statsd._throttle import Throttle
 from sprockets_statsd.errors import ConfigurationError
 from sprockets_statsd.server.listeners import PacketReceiver, format_address
@@ -98,11 +99,7 @@ class RepeatTarget:
             )
         if not isinstance(self.host, str) or not self.host:
             raise ConfigurationError(f'repeat: give a host, not {self.host!r}')
-        if not isinstance(self.port, int) or not 1 <= self.port <= 65535:
-            raise ConfigurationError(
-                f'repeat: port {self.port!r} of {self.host!r} must be a whole '
-                f'number from 1 to 65535'
-            )
+        check_port(self.port, f'repeat: the port of {self.host!r}', text=False)
 
     def __str__(self) -> str:
         return f'{self.transport}:{format_address((self.host, self.port))}'

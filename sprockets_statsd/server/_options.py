@@ -277,6 +277,12 @@ def options() -> list[Option]:
         o(('--unix-socket-mode',), 'unix_socket_mode', 'STATSD_UNIX_SOCKET_MODE',
           'permission bits of the Unix socket file, in octal (e.g. 660)',
           _octal, 'MODE'),
+        o(('--unix-datagram',), 'unix_datagram', 'STATSD_UNIX_DATAGRAM',
+          'also receive datagrams on a Unix datagram socket at PATH '
+          "(DogStatsD clients' socket_path)", str, 'PATH'),
+        o(('--unix-datagram-mode',), 'unix_datagram_mode', 'STATSD_UNIX_DATAGRAM_MODE',
+          'permission bits of the Unix datagram socket file, in octal (e.g. 660)',
+          _octal, 'MODE'),
         o(('--udp-receive-buffer',), 'udp_receive_buffer',
           'STATSD_UDP_RECEIVE_BUFFER',
           'UDP receive buffer (SO_RCVBUF) to ask for, in bytes; K, M and G '

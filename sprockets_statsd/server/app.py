@@ -61,6 +61,9 @@ class ServerConfig:
         empty host means every interface
     :param unix_socket: path of a Unix stream socket to listen on as well
     :param unix_socket_mode: permission bits for the Unix socket file
+    :param unix_datagram: path of a Unix datagram socket to listen on as
+        well (DogStatsD's ``socket_path``)
+    :param unix_datagram_mode: permission bits for its socket file
     :param sinks: ``(host, port)`` of Graphite plaintext receivers; with
         no sink of any kind, flushes are written to standard output
     :param load_sinks: ``(host, port)`` to serve the load sink's HTTP
@@ -93,6 +96,8 @@ class ServerConfig:
     binds: tuple[tuple[str, int], ...] = (('', DEFAULT_PORT),)
     unix_socket: str | None = None
     unix_socket_mode: int | None = None
+    unix_datagram: str | None = None
+    unix_datagram_mode: int | None = None
     sinks: tuple[tuple[str, int], ...] = ()
     load_sinks: tuple[tuple[str, int], ...] = ()
     default_load_sink: tuple[str, int] | None = (DEFAULT_LOAD_HOST, DEFAULT_LOAD_PORT)
@@ -108,9 +113,10 @@ class ServerConfig:
     repeat: tuple[RepeatTarget, ...] = ()
 
     def __post_init__(self) -> None:
-        if not self.binds and self.unix_socket is None:
+        if not self.binds and self.unix_socket is None and self.unix_datagram is None:
             raise ConfigurationError(
-                'binds: give at least one (host, port), or a unix_socket'
+                'binds: give at least one (host, port), a unix_socket or a '
+                'unix_datagram'
             )
         single = (('default_load_sink', self.default_load_sink),
                   ('admin', self.admin), ('default_admin', self.default_admin))
@@ -187,7 +193,8 @@ class Server:
 
     @property
     def udp_addresses(self) -> list[typing.Any]:
-        """The bound UDP addresses (as :meth:`socket.getsockname` says)."""
+        """The bound UDP addresses (as :meth:`socket.getsockname` says), then
+        the Unix datagram socket's path if any."""
         return [listener.address for listener in self.udp_listeners]
 
     @property
@@ -207,7 +214,10 @@ class Server:
 
     def describe(self) -> str:
         """One line saying where the server listens and where it flushes."""
-        where = [f'udp {listeners.format_address(a)}' for a in self.udp_addresses]
+        where = [
+            f'{"unix-dgram" if isinstance(a, str) else "udp"} {listeners.format_address(a)}'
+            for a in self.udp_addresses
+        ]
         for listener in self.stream_listeners:
             kind = 'unix' if isinstance(listener.address, str) else 'tcp'
             where.append(f'{kind} {listener.description}')
@@ -293,6 +303,19 @@ class Server:
                     f'cannot listen on {config.unix_socket}: {exc.strerror or exc}',
                 ) from exc
             self.stream_listeners.append(self._stream(sock))
+        if config.unix_datagram is not None:
+            try:
+                sock = listeners.bind_unix_datagram_socket(
+                    config.unix_datagram,
+                    config.unix_datagram_mode,
+                    receive_buffer=config.udp_receive_buffer,
+                )
+            except OSError as exc:
+                raise OSError(
+                    exc.errno,
+                    f'cannot listen on {config.unix_datagram}: {exc.strerror or exc}',
+                ) from exc
+            self.udp_listeners.append(listeners.UDPListener(sock, self._receiver))
 
     def _bind_queries(self) -> None:
         """Bind the load sink's HTTP addresses and the admin console."""

@@ -172,9 +172,10 @@ def parse_settings(
     else:
         level = logging.WARNING
     process = {k: values.pop(k) for k in _PROCESS_FIELDS if k in values}
-    if 'unix_socket' in values:
-        # A daemon changes to /: resolve the path against where it started.
-        values['unix_socket'] = os.path.abspath(values['unix_socket'])
+    for field in ('unix_socket', 'unix_datagram'):
+        if field in values:
+            # A daemon changes to /: resolve the path against where it started.
+            values[field] = os.path.abspath(values[field])
     _sinks_and_endpoints(parser, values)
     if args.frame_length is not None:
         values['frame_length'] = args.frame_length

@@ -1,4 +1,4 @@
-"""Receive statsd packets over UDP, TCP and Unix stream sockets; bind TCP services."""
+"""Receive statsd packets over UDP, TCP and Unix stream and datagram sockets; bind TCP services."""
 
 # Strategy: asyncio's own datagram transport reads one datagram per turn of
 # the event loop, which caps a CPython server far below what a busy host
@@ -37,6 +37,7 @@ __all__ = [
     'bind_or_warn',
     'bind_sockets',
     'bind_tcp',
+    'bind_unix_datagram_socket',
     'bind_unix_socket',
     'format_address',
 ]
@@ -101,9 +102,10 @@ def format_address(address: typing.Any) -> str:
 
 
 class UDPListener:
-    """Drain datagrams from a bound UDP socket into a receiver.
+    """Drain datagrams from a bound UDP or Unix datagram socket into a receiver.
 
-    :param sock: a bound UDP socket; the listener owns it from now on
+    :param sock: a bound UDP or Unix datagram socket; the listener owns it
+        from now on, and removes the socket file of a Unix one when closed
     :param receiver: gets every datagram, as bytes
     :param batch_size: datagrams read per wake-up of the event loop
 
@@ -124,6 +126,9 @@ class UDPListener:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._throttle = Throttle(logger)
         self.address = sock.getsockname()
+        self._unix_path: str | None = (
+            self.address if sock.family == socket.AF_UNIX else None
+        )
         #: Packets whose handling raised (socket errors included).
         self.errors = 0
         sock.setblocking(False)
@@ -146,6 +151,9 @@ class UDPListener:
         while self._drain(self._batch_size) and time.monotonic() < deadline:
             pass
         self._sock.close()
+        if self._unix_path is not None:
+            _remove_stale_socket(self._unix_path)
+            self._unix_path = None
 
     def _drain(self, limit: int) -> bool:
         """Read and hand on up to `limit` datagrams; True if more may wait."""
@@ -584,3 +592,29 @@ class ListeningSockets:
         :raises OSError: when the address cannot be bound
         """
         self._sockets.extend(bind_tcp(host, port))
+def bind_unix_datagram_socket(
+    path: str, mode: int | None = None, *, receive_buffer: int = DEFAULT_UDP_RECEIVE_BUFFER
+) -> socket.socket:
+    """Bind a Unix datagram socket at `path`, replacing a stale socket file.
+
+    DogStatsD clients send to such a socket (datadogpy's ``socket_path``)
+    where UDP is unavailable or lossy, as between Kubernetes pods sharing a
+    host volume.  Each datagram is one packet, as over UDP.
+
+    :param path: the file system path of the socket
+    :param mode: permission bits to give the socket file (e.g. ``0o660``)
+    :param receive_buffer: SO_RCVBUF to ask for, in bytes
+    :raises OSError: when the path exists and is not a socket, or cannot be
+        bound
+    """
+    _remove_stale_socket(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        sock.bind(path)
+        if mode is not None:
+            os.chmod(path, mode)
+        _set_receive_buffer(sock, receive_buffer)
+    except BaseException:
+        sock.close()
+        raise
+    return sock

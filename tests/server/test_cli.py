@@ -279,3 +279,15 @@ async def test_bind_failure_exits_1_with_the_address() -> None:
         _, err = await asyncio.wait_for(process.communicate(), 30)
     assert process.returncode == 1
     assert f'127.0.0.1:{carbon.port}' in err.decode()
+
+
+def test_unix_datagram_and_container_options() -> None:
+    """--unix-datagram (made absolute), its mode and --keep-container-id."""
+    config, _ = settings(
+        '--unix-datagram', 'dsd.socket', '--unix-datagram-mode', '620',
+        '--keep-container-id',
+    )
+    assert config.unix_datagram == os.path.abspath('dsd.socket')
+    assert config.unix_datagram_mode == 0o620
+    assert config.aggregator.keep_container_id
+    assert not settings()[0].aggregator.keep_container_id

@@ -466,6 +466,23 @@ def _remove_stale_socket(path: str) -> None:
             os.unlink(path)
 
 
+def _bind_unix(
+    path: str, kind: socket.SocketKind, mode: int | None, receive_buffer: int | None
+) -> socket.socket:
+    _remove_stale_socket(path)
+    sock = socket.socket(socket.AF_UNIX, kind)
+    try:
+        sock.bind(path)
+        if mode is not None:
+            os.chmod(path, mode)
+        if receive_buffer is not None:
+            _set_receive_buffer(sock, receive_buffer)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 def bind_unix_socket(path: str, mode: int | None = None) -> socket.socket:
     """Bind a Unix stream socket at `path`, replacing a stale socket file.
 
@@ -474,16 +491,25 @@ def bind_unix_socket(path: str, mode: int | None = None) -> socket.socket:
     :raises OSError: when the path exists and is not a socket, or cannot be
         bound
     """
-    _remove_stale_socket(path)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.bind(path)
-        if mode is not None:
-            os.chmod(path, mode)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+    return _bind_unix(path, socket.SOCK_STREAM, mode, None)
+
+
+def bind_unix_datagram_socket(
+    path: str, mode: int | None = None, *, receive_buffer: int = DEFAULT_UDP_RECEIVE_BUFFER
+) -> socket.socket:
+    """Bind a Unix datagram socket at `path`, replacing a stale socket file.
+
+    DogStatsD clients send to such a socket (datadogpy's ``socket_path``)
+    where UDP is unavailable or lossy, as between Kubernetes pods sharing a
+    host volume.  Each datagram is one packet, as over UDP.
+
+    :param path: the file system path of the socket
+    :param mode: permission bits to give the socket file (e.g. ``0o660``)
+    :param receive_buffer: SO_RCVBUF to ask for, in bytes
+    :raises OSError: when the path exists and is not a socket, or cannot be
+        bound
+    """
+    return _bind_unix(path, socket.SOCK_DGRAM, mode, receive_buffer)
 
 
 # The listening TCP sockets of the HTTP endpoints and the admin console.
@@ -592,29 +618,3 @@ class ListeningSockets:
         :raises OSError: when the address cannot be bound
         """
         self._sockets.extend(bind_tcp(host, port))
-def bind_unix_datagram_socket(
-    path: str, mode: int | None = None, *, receive_buffer: int = DEFAULT_UDP_RECEIVE_BUFFER
-) -> socket.socket:
-    """Bind a Unix datagram socket at `path`, replacing a stale socket file.
-
-    DogStatsD clients send to such a socket (datadogpy's ``socket_path``)
-    where UDP is unavailable or lossy, as between Kubernetes pods sharing a
-    host volume.  Each datagram is one packet, as over UDP.
-
-    :param path: the file system path of the socket
-    :param mode: permission bits to give the socket file (e.g. ``0o660``)
-    :param receive_buffer: SO_RCVBUF to ask for, in bytes
-    :raises OSError: when the path exists and is not a socket, or cannot be
-        bound
-    """
-    _remove_stale_socket(path)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    try:
-        sock.bind(path)
-        if mode is not None:
-            os.chmod(path, mode)
-        _set_receive_buffer(sock, receive_buffer)
-    except BaseException:
-        sock.close()
-        raise
-    return sock

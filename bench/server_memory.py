@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import itertools
 import json
 import os
 import pathlib
@@ -153,7 +154,7 @@ class Result:
     def idle_cpu(self) -> list[float]:
         """CPU from one flush's end to the next's, after the first full one."""
         cpu = [f.cpu for f in self.flushes[self.first:]]
-        return [b - a for a, b in zip(cpu, cpu[1:])]
+        return [b - a for a, b in itertools.pairwise(cpu)]
 
     @property
     def rss_series(self) -> list[int]:
@@ -426,9 +427,9 @@ def _mib(kib: float) -> str:
 
 def _seconds(values: list[float]) -> str:
     if not values:
-        return '–'
+        return '-'
     low, high = min(values), max(values)
-    return f'{low:.2f}' if high - low < 0.005 else f'{low:.2f}–{high:.2f}'
+    return f'{low:.2f}' if high - low < 0.005 else f'{low:.2f} to {high:.2f}'
 
 
 def report(results: list[Result]) -> str:

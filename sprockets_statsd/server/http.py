@@ -18,7 +18,6 @@ import typing
 import tornado.httpserver
 import tornado.web
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import generate_latest
 
 from sprockets_statsd.server.config import DEFAULT_LOAD_HOST, DEFAULT_LOAD_PORT
 from sprockets_statsd.server.frames import FrameStore
@@ -37,6 +36,8 @@ _MAX_BODY_SIZE = 64 * 1024
 _IDLE_TIMEOUT = 60.0
 # A filter longer than any sensible name is cut, not refused.
 _MAX_FILTER = 256
+# Bytes of the /metrics body handed to the connection at a time.
+_WRITE_CHUNK = 256 * 1024
 
 
 def _number(value: float) -> float | int | None:
@@ -110,7 +111,14 @@ class _MetricsHandler(_Handler):
     async def get(self) -> None:
         body = await self.service.exposition()
         self.set_header('Content-Type', CONTENT_TYPE)
-        self.finish(body)
+        self.set_header('Content-Length', len(body))
+        # In pieces: Tornado would otherwise join its buffer into one more
+        # copy of a body that may be tens of MB, once per scrape.
+        view = memoryview(body)
+        for start in range(0, len(body), _WRITE_CHUNK):
+            self.write(bytes(view[start:start + _WRITE_CHUNK]))
+            await self.flush()
+        await self.finish()
 
 
 class _HealthHandler(_Handler):
@@ -173,25 +181,35 @@ class QueryService(ListeningSockets):
         super().__init__()
         self._server: tornado.httpserver.HTTPServer | None = None
         self._exposition: tuple[int, bytes] | None = None
+        self._rendering: tuple[int, asyncio.Future[bytes]] | None = None
 
     async def exposition(self) -> bytes:
         """The Prometheus text of the latest flush.
 
         Rendered in a worker thread, since a hundred thousand keys take
-        seconds of pure Python that must not stall receiving (the
+        a second of pure Python that must not stall receiving (the
         collector's state is immutable per flush, so the thread reads a
-        consistent one), and once per flush: scrapes in between share it.
+        consistent one), and once per flush: scrapes in between, and
+        scrapes that arrive while it is being rendered, share it.
         """
         generation = self.collector.generation
         cached = self._exposition
         if cached is not None and cached[0] == generation:
             return cached[1]
-        body = await asyncio.get_running_loop().run_in_executor(
-            None, generate_latest, self.registry
-        )
+        rendering = self._rendering
+        if rendering is None or rendering[0] != generation:
+            future = asyncio.get_running_loop().run_in_executor(
+                None, self.collector.exposition
+            )
+            rendering = self._rendering = (generation, future)
+        # Shielded: a scraper that goes away must not cancel the others'.
+        body = await asyncio.shield(rendering[1])
+        if self._rendering is rendering:
+            self._rendering = None
         # Filed under the generation seen before rendering: if a flush came
         # in meanwhile, the next scrape renders again.
-        self._exposition = (generation, body)
+        if self._exposition is None or self._exposition[0] < generation:
+            self._exposition = (generation, body)
         return body
 
     def start(self) -> None:

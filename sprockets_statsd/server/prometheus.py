@@ -18,13 +18,17 @@ timers as the summary ``<name>_seconds``, gauges and sets as ``<name>``.
 
 from __future__ import annotations
 
+import array
+import io
 import logging
 import re
+import types
 import typing
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from sprockets_statsd.server._finite import saturate, saturated, total
 from sprockets_statsd.server._jsnumber import js_round
@@ -43,13 +47,23 @@ _GAUGE_DOC = 'statsd gauge'
 _SET_DOC = 'statsd set: distinct members in the last flush'
 
 _INVALID = re.compile(r'[^A-Za-z0-9_]')
+# The same replacement for ASCII text, in one C call instead of a regex.
+_ASCII_CLEAN = bytes(
+    c if c < 128 and not _INVALID.fullmatch(chr(c)) else ord('_') for c in range(256)
+)
+#: Lines encoded at a time: a few hundred KB of text.
+_CHUNK_LINES = 8192
+_NO_LABELS: Mapping[str, str] = types.MappingProxyType({})
 # Label names Prometheus gives a meaning of its own; a tag of that name is
 # renamed the way Prometheus renames clashing target labels.
 _RESERVED_LABELS = frozenset({'quantile', 'le'})
 
 
 def _clean(text: str) -> str:
-    cleaned = _INVALID.sub('_', text)
+    if text.isascii():
+        cleaned = text.encode().translate(_ASCII_CLEAN).decode()
+    else:
+        cleaned = _INVALID.sub('_', text)
     return '_' + cleaned if not cleaned or cleaned[0].isdigit() else cleaned
 
 
@@ -192,62 +206,203 @@ class StatsdCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         """Build the metric families of the latest flush."""
+        plan = self._plan()
+        metric: Metric | None = None
+        for family, sample in plan.order():
+            if family >= 0:
+                if metric is not None:
+                    yield metric
+                metric = Metric(plan.family_names[family], plan.docs[family],
+                                plan.kinds[family])
+            assert metric is not None
+            metric.add_sample(
+                plan.names[sample], dict(plan.labels[sample]), plan.values[sample]
+            )
+        if metric is not None:
+            yield metric
+
+    def exposition(self) -> bytes:
+        """The latest flush in the Prometheus text format.
+
+        The same bytes as prometheus_client's ``generate_latest`` gives for
+        :meth:`collect`, several times faster (no objects per sample), and
+        with little more memory than the text itself: it is encoded piece
+        by piece into one buffer.  Takes a second or more for hundreds of
+        thousands of keys, so call it in a thread.
+        """
+        plan = self._plan()
+        names, labels, values = plan.names, plan.labels, plan.values
+        go = typing.cast(Callable[[float], str], floatToGoString)
+        body = io.BytesIO()
+        out: list[str] = []
+        add = out.append
+        family_names, kinds, docs = plan.family_names, plan.kinds, plan.docs
+        for family, sample in plan.order():
+            if family >= 0:
+                if len(out) >= _CHUNK_LINES:
+                    body.write(''.join(out).encode())
+                    out.clear()
+                kind = kinds[family]
+                shown = family_names[family]
+                if kind == 'counter':
+                    shown += '_total'
+                add(f'# HELP {shown} {docs[family]}\n# TYPE {shown} {kind}\n')
+            tags = labels[sample]
+            if tags:
+                add(f'{names[sample]}{_label_text(tags)} {go(values[sample])}\n')
+            else:
+                add(f'{names[sample]} {go(values[sample])}\n')
+        body.write(''.join(out).encode())
+        # The buffer's own bytes, not a copy, once nothing else refers to it.
+        return body.getvalue()
+
+    def _plan(self) -> _Plan:
+        """The families and samples of the latest flush.
+
+        Keys in sorted order within each kind; a key whose series another
+        key already took is left out and counted in :attr:`collisions`.
+        """
         state = self._state  # one flush's state, whatever happens meanwhile
-        families: dict[str, Metric] = {}
+        plan = _Plan()
+        families: dict[str, int] = {}
         taken: set[str] = set()
-        seen: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
+        seen: set[object] = set()
         collisions = 0
 
         def family(
             key: str, kind: str, doc: str, suffixes: tuple[str, ...], unit: str = ''
-        ) -> tuple[Metric, str, dict[str, str]] | None:
-            """The family of `key`, or None if its series is taken."""
+        ) -> tuple[int, str, Mapping[str, str]] | None:
+            """`key`'s family, name and labels, or None if its series is taken."""
             nonlocal collisions
             name = prometheus_name(key)
             if unit and not name.endswith('_' + unit):
                 name += '_' + unit
-            labels = prometheus_labels(key)
-            metric = families.get(name)
-            if metric is None:
-                names = {name + suffix for suffix in suffixes} | {name}
-                if names & taken:
+            labels: Mapping[str, str]
+            if ';' in key:
+                labels = prometheus_labels(key)
+                identity: object = (name, tuple(sorted(labels.items())))
+            else:
+                labels = _NO_LABELS
+                identity = name
+            index = families.get(name)
+            if index is None:
+                if name in taken or any(name + suffix in taken for suffix in suffixes):
                     collisions += 1
                     return None
-                taken.update(names)
-                metric = families[name] = Metric(name, doc, kind)
-            elif metric.type != kind:
-                collisions += 1
-                return None
-            identity = (name, tuple(sorted(labels.items())))
-            if identity in seen:
+                taken.add(name)
+                taken.update([name + suffix for suffix in suffixes])
+                index = families[name] = plan.new_family(name, kind, doc)
+            elif plan.kinds[index] != kind or identity in seen:
                 collisions += 1
                 return None
             seen.add(identity)
-            return metric, name, labels
+            return index, name, labels
 
-        for key in sorted(state.counters):
-            found = family(key, 'counter', _COUNTER_DOC, ('_total',))
-            if found:
-                metric, name, labels = found
-                metric.add_sample(name + '_total', labels, state.counters[key])
+        add = plan.add
+        counters = state.counters
+        # The common case inline (a key without tags that names a new
+        # family): a call per key costs as much as the work.
+        new_names, new_kinds, new_docs = (
+            plan.family_names.append, plan.kinds.append, plan.docs.append)
+        owners, sample_names = plan.family.append, plan.names.append
+        sample_labels, sample_values = plan.labels.append, plan.values.append
+        for key in sorted(counters):
+            if ';' not in key:
+                name = prometheus_name(key)
+                total = name + '_total'
+                if name not in taken and total not in taken:
+                    taken.add(name)
+                    taken.add(total)
+                    seen.add(name)
+                    index = families[name] = len(plan.kinds)
+                    new_names(name)
+                    new_kinds('counter')
+                    new_docs(_COUNTER_DOC)
+                    owners(index)
+                    sample_names(total)
+                    sample_labels(_NO_LABELS)
+                    sample_values(counters[key])
+                    continue
+            made = family(key, 'counter', _COUNTER_DOC, ('_total',))
+            if made:
+                index, name, labels = made
+                add(index, name + '_total', labels, state.counters[key])
         for key in sorted(state.timers):
-            found = family(key, 'summary', _TIMER_DOC, ('_sum', '_count'), 'seconds')
-            if found:
-                metric, name, labels = found
+            made = family(key, 'summary', _TIMER_DOC, ('_sum', '_count'), 'seconds')
+            if made:
+                index, name, labels = made
                 timer = state.timers[key]
                 for quantile, value in timer.quantiles:
-                    metric.add_sample(
-                        name, {**labels, 'quantile': _format_quantile(quantile)}, value
-                    )
-                metric.add_sample(name + '_sum', labels, timer.seconds_total)
-                metric.add_sample(name + '_count', labels, timer.count_total)
+                    add(index, name, {**labels, 'quantile': _format_quantile(quantile)},
+                        value)
+                add(index, name + '_sum', labels, timer.seconds_total)
+                add(index, name + '_count', labels, timer.count_total)
         for doc, mapping in ((_GAUGE_DOC, state.gauges), (_SET_DOC, state.sets)):
             for key in sorted(mapping):
-                found = family(key, 'gauge', doc, ())
-                if found:
-                    metric, name, labels = found
-                    metric.add_sample(name, labels, mapping[key])
+                made = family(key, 'gauge', doc, ())
+                if made:
+                    index, name, labels = made
+                    add(index, name, labels, mapping[key])
         if collisions:
             logger.debug('%d statsd keys share a Prometheus series; left out', collisions)
         self.collisions = collisions
-        yield from families.values()
+        return plan
+
+
+class _Plan:
+    """Families and their samples, in flat lists (few objects to collect)."""
+
+    def __init__(self) -> None:
+        #: Name, kind and help of each family, in the order of exposition.
+        self.family_names: list[str] = []
+        self.kinds: list[str] = []
+        self.docs: list[str] = []
+        #: Each sample's family, name, labels and value, as they came.
+        self.family = array.array('q')
+        self.names: list[str] = []
+        self.labels: list[Mapping[str, str]] = []
+        self.values = array.array('d')
+        self._in_order = True
+
+    def new_family(self, name: str, kind: str, doc: str) -> int:
+        self.family_names.append(name)
+        self.kinds.append(kind)
+        self.docs.append(doc)
+        return len(self.kinds) - 1
+
+    def add(self, family: int, name: str, labels: Mapping[str, str], value: float) -> None:
+        if family != len(self.kinds) - 1:
+            self._in_order = False  # an older family
+        self.family.append(family)
+        self.names.append(name)
+        self.labels.append(labels)
+        self.values.append(value)
+
+    def order(self) -> Iterator[tuple[int, int]]:
+        """``(family, sample)`` in exposition order; `family` is -1 but for
+        the first sample of each family."""
+        owners = self.family
+        samples: Iterable[int] = range(len(owners))
+        if not self._in_order:
+            # Tagged keys of one name may come apart in key order; a stable
+            # sort keeps each family's samples in the order they came.
+            samples = sorted(samples, key=owners.__getitem__)
+        last = -1
+        for sample in samples:
+            owner = owners[sample]
+            if owner != last:
+                last = owner
+                yield owner, sample
+            else:
+                yield -1, sample
+
+
+def _label_text(labels: Mapping[str, str]) -> str:
+    """``{name="value",...}``, sorted by name, values escaped."""
+    return '{' + ','.join(
+        f'{name}="{_escape(value)}"' for name, value in sorted(labels.items())
+    ) + '}'
+
+
+def _escape(value: str) -> str:
+    return value.replace('\\', r'\\').replace('\n', r'\n').replace('"', r'\"')

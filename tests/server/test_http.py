@@ -420,3 +420,24 @@ async def test_metrics_are_rendered_once_per_flush() -> None:
         await wait_until(lambda: server.aggregator.current_counters().get('scraped') == 3)
         server.flush()
         assert b'scraped_total 5.0' in await server.query.exposition()
+
+
+async def test_concurrent_scrapes_share_one_rendering() -> None:
+    """Scrapes that arrive while /metrics is being rendered wait for that
+    one rendering instead of starting their own; the body is complete."""
+    async with load_server(flush_interval=3600) as server:
+        assert server.query is not None
+        send_udp(server.udp_addresses[0],
+                 b'\n'.join(f'shared.n{i}:{i}|c'.encode() for i in range(2000)))
+        await wait_until(lambda: len(server.aggregator.current_counters()) >= 2003)
+        server.flush()
+        bodies = await asyncio.wait_for(
+            asyncio.gather(*(server.query.exposition() for _ in range(3))), DEFAULT_TIMEOUT
+        )
+        assert bodies[0] is bodies[1] is bodies[2]
+        scraped = await asyncio.wait_for(
+            asyncio.gather(*(get(server, '/metrics') for _ in range(3))), DEFAULT_TIMEOUT
+        )
+        for response in scraped:
+            assert response.body == bodies[0]
+            assert b'shared_n1999_total 1999.0' in response.body

@@ -217,3 +217,30 @@ def test_values_are_exact() -> None:
     assert samples[('big_total', ())] == 12345678901
     assert samples[('frac', ())] == 0.125
     assert not any(math.isnan(v) for v in samples.values())
+
+
+def test_own_text_is_generate_latest_byte_for_byte() -> None:
+    """exposition() gives exactly what prometheus_client renders from
+    collect(), for every kind, tags, escapes, collisions and name rules."""
+    import random
+
+    rng = random.Random(13)
+    names = ['a.b', 'a_b', 'a-b', '5xx', 'k\u00f6ln', 'x', 'x_total', 'z', 'z_seconds',
+             'q.r.s', 'dup']
+    tags = ['', ';env=prod', ';le=1', ';quantile=x', ';__x=1', ';v=a"b\\c', ';flag',
+            ';env=dev;code=200', ';env=prod;env=dev']
+    exposed = Exposed(percent_thresholds=(90, -10, 50))
+    for _ in range(3):
+        lines = []
+        for _ in range(200):
+            kind = rng.choice(['c', 'ms', 'g', 's'])
+            value = rng.choice(['0', '1', '2.5', '1e21', '123456789.125', '-3'])
+            if kind == 'ms':
+                value = value.lstrip('-')
+            name = rng.choice(names) + rng.choice(tags).replace(';', '|#', 1).replace(
+                ';', ',').replace('=', ':')
+            name, _, tagged = name.partition('|#')
+            lines.append(f'{name}:{value}|{kind}' + (f'|#{tagged}' if tagged else ''))
+        exposed.flush('\n'.join(lines).encode())
+        assert exposed.collector.exposition() == exposed.text().encode()
+    assert exposed.collector.collisions > 0

@@ -14,10 +14,12 @@ import contextlib
 import dataclasses
 import logging
 import math
+import re
 import time
 import typing
 from collections.abc import Callable, Sequence
 
+from sprockets_statsd._throttle import Throttle
 from sprockets_statsd.server._inspect import inspect_object
 from sprockets_statsd.server._jsnumber import format_js_number
 from sprockets_statsd.server.aggregator import Aggregator, MetricKind
@@ -35,6 +37,7 @@ __all__ = [
     'Console',
     'ConsoleSession',
     'config_lines',
+    'looks_like_http',
 ]
 
 logger = logging.getLogger(__name__)
@@ -217,6 +220,29 @@ class Console:
         return ''.join(out) + _END
 
 
+# A request line (``POST / HTTP/1.1``, ``GET http://host/ HTTP/1.0``) or a
+# header line (``Host: example``): what a browser sends first and after.
+# No console command looks like either.
+_HTTP_REQUEST = re.compile(
+    r'(?:GET|HEAD|POST|PUT|DELETE|CONNECT|OPTIONS|TRACE|PATCH)\s+(?:/|\*|\w+://)'
+    r'|[A-Za-z0-9-]+:',
+    re.IGNORECASE,
+)
+
+
+def looks_like_http(line: str) -> bool:
+    """Whether a console line is part of an HTTP request.
+
+    A method followed by a path or URL, or a header (``Name:``) at the
+    start of the line: the console closes such a connection without
+    executing anything, as Redis does, so that a web page cannot make a
+    browser send it commands (a cross-protocol request).
+
+    :param line: one line as received
+    """
+    return _HTTP_REQUEST.match(line.lstrip()) is not None
+
+
 class ConsoleSession:
     """One connection's line framing around a :class:`Console`.
 
@@ -231,6 +257,8 @@ class ConsoleSession:
         self._discarding = False
         #: Whether ``quit`` was received: nothing more is executed.
         self.closed = False
+        #: Whether the connection was closed for speaking HTTP.
+        self.refused_http = False
 
     def feed(self, data: bytes) -> bytes:
         """Take received bytes; return the replies of the complete lines.
@@ -267,7 +295,13 @@ class ConsoleSession:
         return self._run(line).encode()
 
     def _run(self, line: bytes) -> str:
-        reply, close = self._console.execute(line.decode('utf-8', 'replace'))
+        text = line.decode('utf-8', 'replace')
+        if looks_like_http(text):
+            # A web page can make a browser send this: run nothing, hang up.
+            self.closed = True
+            self.refused_http = True
+            return ''
+        reply, close = self._console.execute(text)
         self.closed = close
         return reply
 
@@ -293,6 +327,7 @@ class AdminServer(ListeningSockets):
         super().__init__()
         self._servers: list[asyncio.Server] = []
         self._clients: set[asyncio.Task[None]] = set()
+        self._throttle = Throttle(logger)
 
     async def start(self) -> None:
         """Accept connections on the running event loop."""
@@ -343,3 +378,11 @@ class AdminServer(ListeningSockets):
                 await asyncio.wait_for(writer.drain(), self._idle_timeout)
             if not data:
                 return
+        if session.refused_http:
+            peer = writer.get_extra_info('peername')
+            self._throttle.warning(
+                'http',
+                'admin console: closed a connection from %s that sent an '
+                'HTTP request (a web page?); nothing was executed',
+                format_address(peer) if peer else 'a client',
+            )

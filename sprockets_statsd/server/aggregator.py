@@ -494,10 +494,17 @@ class Aggregator:
         dictionary and a sort of each timer's values.
 
         :param now: wall-clock time of this flush, seconds since the epoch
-        :returns: the interval's data for the sinks
+        :returns: the interval's data for the sinks; its timestamp is
+            `now` rounded, but always at least one second after the
+            previous flush's, since Graphite keeps only the last value
+            written for a timestamp: two flushes in one second (jitter, a
+            final flush right after a regular one) must not overwrite one
+            another
         """
         config = self._config
         timestamp = js_round(now)
+        if self._old_timestamp > 0 and timestamp <= self._old_timestamp:
+            timestamp = self._old_timestamp + 1
         lag: float | None = None
         if self._old_timestamp > 0:
             lag = timestamp - self._old_timestamp - config.flush_interval

@@ -45,6 +45,10 @@ __all__ = ['DEFAULT_PORT', 'DEFAULT_SHUTDOWN_TIMEOUT', 'Server', 'ServerConfig']
 
 logger = logging.getLogger(__name__)
 
+#: Longest wait, in seconds, for the clock to reach the second after the
+#: previous flush's before the final flush (see Server._final_flush).
+_MAX_FINAL_WAIT = 1.0
+
 #: The statsd port, for UDP and TCP alike.
 DEFAULT_PORT = 8125
 
@@ -188,6 +192,10 @@ class Server:
         self._wall_clock = wall_clock
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._flush_task: asyncio.Task[None] | None = None
+        #: The previous flush's timestamp (0: none yet).
+        self._last_timestamp = 0
+        #: The wall clock's reading at the previous flush, and the loop's.
+        self._flushed_at = (0.0, 0.0)
         self._started = False
         self._stopped = False
 
@@ -418,11 +426,14 @@ class Server:
 
     def flush(self) -> None:
         """Flush the aggregator now and hand the snapshot to every sink."""
+        now = self._wall_clock()
+        self._flushed_at = (now, asyncio.get_running_loop().time())
         try:
-            snapshot = self.aggregator.flush(self._wall_clock())
+            snapshot = self.aggregator.flush(now)
         except Exception:
             logger.exception('flush failed; its metrics are lost')
             return
+        self._last_timestamp = snapshot.timestamp
         for sink in self.sinks:
             sink.submit(snapshot)
         self.status.flushed(snapshot, time.time())
@@ -432,6 +443,28 @@ class Server:
                 self.collector.add(snapshot)
             except Exception:
                 logger.exception('the load sink could not take in a flush')
+
+    async def _final_flush(self) -> None:
+        """The last flush, stamped a second after the previous one at least.
+
+        Graphite keeps the last value written for a timestamp, so a final
+        flush in the same second as the regular one before it would replace
+        that full interval with its partial one.  Stamping it later than
+        the clock instead would lose it: whisper drops points from the
+        future.  So it waits until the clock rounds to a later second (at
+        most a second, within the shutdown timeout); the aggregator moves
+        the stamp on in any case.
+        """
+        if self._last_timestamp:
+            # The wall clock now, from its reading at the previous flush
+            # (so that an injected clock is read once per flush).
+            wall, then = self._flushed_at
+            now = wall + asyncio.get_running_loop().time() - then
+            wait = self._last_timestamp + 0.5 - now
+            limit = min(_MAX_FINAL_WAIT, self.config.shutdown_timeout / 2)
+            if wait > 0:
+                await asyncio.sleep(min(wait, limit))
+        self.flush()
 
     async def stop(self) -> None:
         """Stop receiving, flush what was received, deliver it, release all.
@@ -449,7 +482,7 @@ class Server:
             udp.close()
         await asyncio.gather(*(stream.close() for stream in self.stream_listeners))
         await self._stop_queries()
-        self.flush()
+        await self._final_flush()
         await asyncio.gather(
             *(sink.close(self.config.shutdown_timeout) for sink in self.sinks),
             self.repeaters.close(self.config.shutdown_timeout),

@@ -16,6 +16,7 @@ import math
 import typing
 
 import tornado.httpserver
+import tornado.httputil
 import tornado.web
 from prometheus_client import CollectorRegistry
 
@@ -32,6 +33,9 @@ logger = logging.getLogger(__name__)
 
 # Requests are tiny GETs: a few KB of headers, no body to speak of.
 _MAX_HEADER_SIZE = 16 * 1024
+# What Tornado itself reads before it gives up and closes the connection
+# without a reply; between the two bounds a request gets a 414 or 431.
+_HARD_HEADER_SIZE = 64 * 1024
 _MAX_BODY_SIZE = 64 * 1024
 _IDLE_TIMEOUT = 60.0
 # A filter longer than any sensible name is cut, not refused.
@@ -130,6 +134,38 @@ class _HealthHandler(_Handler):
         self.finish(status.health + '\n')
 
 
+class _Refusal(tornado.web.RequestHandler):
+    """Answers a request that is too large with its status and no body."""
+
+    def initialize(self, status: int) -> None:
+        self._refusal = status
+
+    def prepare(self) -> None:
+        self.set_status(self._refusal)
+        self.set_header('Content-Type', 'text/plain; charset=utf-8')
+        self.finish(f'{self._refusal} {self._reason}\n')  # Tornado's reason phrase
+
+
+class _Application(tornado.web.Application):
+    """Refuses requests beyond the header bound with a status, not a hang-up.
+
+    Tornado closes the connection without a word when a request's head
+    exceeds its own limit; that limit is set higher, and requests between
+    :data:`_MAX_HEADER_SIZE` and it get ``414 URI Too Long`` (a long query
+    string) or ``431 Request Header Fields Too Large``.
+    """
+
+    def find_handler(
+        self, request: tornado.httputil.HTTPServerRequest, **kwargs: typing.Any
+    ) -> tornado.web._HandlerDelegate:
+        if len(request.uri or '') > _MAX_HEADER_SIZE:
+            return self.get_handler_delegate(request, _Refusal, {'status': 414})
+        size = sum(len(k) + len(v) + 4 for k, v in request.headers.get_all())
+        if size > _MAX_HEADER_SIZE:
+            return self.get_handler_delegate(request, _Refusal, {'status': 431})
+        return super().find_handler(request, **kwargs)
+
+
 def _log_request(handler: tornado.web.RequestHandler) -> None:
     # Tornado logs every request at INFO; queries are routine, so DEBUG.
     request = handler.request
@@ -168,7 +204,7 @@ class QueryService(ListeningSockets):
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(collector)
         spec = {'service': self}
-        self.application = tornado.web.Application(
+        self.application = _Application(
             [
                 (r'/', _OverviewHandler, spec),
                 (r'/([0-9]{1,6})', _LoadHandler, spec),
@@ -216,7 +252,7 @@ class QueryService(ListeningSockets):
         """Serve the bound sockets on the running event loop."""
         self._server = tornado.httpserver.HTTPServer(
             self.application,
-            max_header_size=_MAX_HEADER_SIZE,
+            max_header_size=_HARD_HEADER_SIZE,
             max_body_size=_MAX_BODY_SIZE,
             idle_connection_timeout=_IDLE_TIMEOUT,
         )

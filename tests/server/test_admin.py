@@ -17,6 +17,7 @@ from sprockets_statsd.server.admin import (
     Console,
     ConsoleSession,
     config_lines,
+    looks_like_http,
 )
 from sprockets_statsd.server.aggregator import Aggregator
 from sprockets_statsd.server.app import ServerConfig
@@ -422,3 +423,47 @@ async def test_a_failing_command_closes_only_its_connection(
     finally:
         await asyncio.wait_for(admin.stop(), DEFAULT_TIMEOUT)
     assert 'admin console: a connection failed' in caplog.text
+
+
+@pytest.mark.parametrize('line', [
+    'POST / HTTP/1.1', 'GET /index.html HTTP/1.0', 'post /x', 'PUT * HTTP/1.1',
+    'OPTIONS http://127.0.0.1:8126/ HTTP/1.1', 'Host: 127.0.0.1:8126',
+    'Content-Type: text/plain', '  User-Agent: x',
+])
+def test_http_request_lines_are_recognised(line: str) -> None:
+    """Request lines (a method and a path or URL) and header lines are HTTP."""
+    assert looks_like_http(line)
+
+
+@pytest.mark.parametrize('line', [
+    'stats', 'counters', 'health down', 'delcounters a.* b:c', 'help', 'quit',
+    'config', 'get', 'post', 'deltimers http://x', '',
+])
+def test_console_commands_are_not_http(line: str) -> None:
+    """No console command, with any arguments, is taken for HTTP."""
+    assert not looks_like_http(line)
+
+
+async def test_an_http_post_is_closed_without_executing_anything(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A browser's cross-protocol POST whose body holds console commands is
+    answered with nothing and closed: health stays up, no metric deleted,
+    and the refusal is logged."""
+    async with running_server(
+        admin=('127.0.0.1', 0), load_sinks=(('127.0.0.1', 0),), flush_interval=60,
+    ) as server:
+        port = server.admin_addresses[0][1]
+        send_udp(server.udp_addresses[0], b'victim.hits:3|c')
+        await wait_until(lambda: server.aggregator.current_counters().get('victim.hits') == 3)
+        body = b'health down\ndelcounters victim.*\n'
+        request = (b'POST / HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n'
+                   b'Content-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s'
+                   % (port, len(body), body))
+        assert await talk(port, request) == b''
+        # Headers alone (a request whose first line went elsewhere) too.
+        assert await talk(port, b'Host: x\r\n\r\nhealth down\n') == b''
+        assert server.status.health == 'up'
+        assert server.aggregator.current_counters().get('victim.hits') == 3
+        assert 'sent an HTTP request' in caplog.text
+        assert await talk(port, b'health\nquit\n') == b'health: up\n'

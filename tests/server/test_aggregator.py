@@ -698,3 +698,17 @@ def test_idle_names_take_values_again_in_order() -> None:
         'x.bad_lines_seen', 'x.packets_received', 'x.metrics_received',
         'my.bad_lines_seen',
     ]
+
+
+def test_each_flush_is_stamped_after_the_previous_one() -> None:
+    """Flushes whose clock readings round to the same second (or go back)
+    get timestamps one second after the previous flush's, so that Graphite
+    never overwrites one interval with the next; the lag gauge follows."""
+    aggregator = Aggregator(AggregatorConfig(flush_interval=1.0))
+    stamps = [aggregator.flush(T0 + 0.4).timestamp,
+              aggregator.flush(T0 + 0.45).timestamp,
+              aggregator.flush(T0 - 3).timestamp,
+              aggregator.flush(T0 + 10).timestamp]
+    t0 = round(T0)
+    assert stamps == [t0, t0 + 1, t0 + 2, t0 + 10]
+    assert aggregator.flush(T0 + 10).gauges['statsd.timestamp_lag'] == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 import os
 import socket
 import time
@@ -190,3 +191,39 @@ def test_bad_server_settings_are_refused(settings: dict[str, typing.Any], field:
 def test_unix_socket_alone_is_enough() -> None:
     """A server may listen on a Unix socket only."""
     assert ServerConfig(binds=(), unix_socket='/run/statsd.sock').binds == ()
+
+
+async def test_a_final_flush_right_after_a_regular_one_gets_a_later_timestamp() -> None:
+    """Stopping in the same second as a regular flush: the final flush is
+    stamped a second later, so its partial interval does not replace the
+    full one in Graphite, and both reach the sink."""
+    async with FakeCarbon() as carbon:
+        async with running_server(
+            sinks=[(carbon.host, carbon.port)],
+            flush_interval=3600,
+            wall_clock=lambda: 1_700_000_000.4,
+        ) as server:
+            send_udp(server.udp_addresses[0], b'a:1|c')
+            await wait_until(lambda: server.aggregator.current_counters().get('a') == 1)
+            server.flush()  # the regular flush
+            await carbon.wait_for_flushes(1)
+            send_udp(server.udp_addresses[0], b'a:2|c')
+            await wait_until(lambda: server.aggregator.current_counters().get('a') == 2)
+        await carbon.wait_for_flushes(2)
+        assert carbon.timestamps() == [1_700_000_000, 1_700_000_001]
+        assert carbon.values('stats_counts.a') == [1, 2]
+
+
+async def test_the_final_flush_waits_for_the_next_second_on_the_real_clock() -> None:
+    """With the real clock, a stop right after a regular flush makes the final
+    flush wait (at most a second) until the clock rounds to a later second,
+    so its timestamp is later but never ahead of the clock's rounding."""
+    async with FakeCarbon() as carbon:
+        async with running_server(
+            sinks=[(carbon.host, carbon.port)], flush_interval=1.0,
+        ):
+            await carbon.wait_for_flushes(1)
+        await carbon.wait_for_flushes(2)
+        stamps = carbon.timestamps()
+        assert all(a < b for a, b in itertools.pairwise(stamps)), stamps
+        assert stamps[-1] <= round(time.time())

@@ -441,3 +441,22 @@ async def test_concurrent_scrapes_share_one_rendering() -> None:
         for response in scraped:
             assert response.body == bodies[0]
             assert b'shared_n1999_total 1999.0' in response.body
+
+
+@pytest.mark.parametrize(('request_head', 'status'), [
+    (b'GET /?filter=' + b'x' * 20_000 + b' HTTP/1.1\r\nHost: x\r\n\r\n', b'414'),
+    (b'GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: ' + b'y' * 20_000 + b'\r\n\r\n', b'431'),
+])
+async def test_oversized_requests_get_a_status_line(request_head: bytes, status: bytes) -> None:
+    """A query string or headers beyond the 16 KiB bound are answered with
+    414 or 431, not a connection closed without a word."""
+    async with load_server() as server:
+        host, port = server.http_addresses[0][:2]
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port), DEFAULT_TIMEOUT)
+        try:
+            writer.write(request_head)
+            line = await asyncio.wait_for(reader.readline(), DEFAULT_TIMEOUT)
+        finally:
+            writer.close()
+        assert line.split(b' ')[:2] == [b'HTTP/1.1', status]

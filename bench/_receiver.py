@@ -30,8 +30,10 @@ import contextlib
 import multiprocessing
 import os
 import selectors
+import shutil
 import socket
 import sys
+import tempfile
 import time
 import typing
 from multiprocessing.connection import Connection
@@ -126,22 +128,43 @@ class _Counter:
 def serve(kind: str, control: Connection) -> None:
     """Count lines arriving on a loopback socket until told to quit.
 
-    :param kind: ``'udp'`` or ``'tcp'``
+    :param kind: ``'udp'``, ``'tcp'`` or ``'unixgram'`` (a Unix datagram
+        socket in a temporary directory)
     :param control: the child end of the pipe; the first message sent on it
-        is ``('port', port, receive_buffer_bytes)``
+        is ``('port', port, receive_buffer_bytes)``, where the port of a Unix
+        socket is its path
     """
-    family_type = socket.SOCK_DGRAM if kind == 'udp' else socket.SOCK_STREAM
-    sock = socket.socket(socket.AF_INET, family_type)
-    rcvbuf = _buffer_size(sock)  # accepted TCP sockets inherit it
-    sock.bind(('127.0.0.1', 0))
+    directory = None
+    if kind == 'unixgram':
+        directory = tempfile.mkdtemp(prefix='bench-dgram-')
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        rcvbuf = _buffer_size(sock)
+        address: typing.Any = os.path.join(directory, 'statsd.sock')
+        sock.bind(address)
+    else:
+        family_type = socket.SOCK_DGRAM if kind == 'udp' else socket.SOCK_STREAM
+        sock = socket.socket(socket.AF_INET, family_type)
+        rcvbuf = _buffer_size(sock)  # accepted TCP sockets inherit it
+        sock.bind(('127.0.0.1', 0))
+        address = sock.getsockname()[1]
     if kind == 'tcp':
         sock.listen(16)
     sock.setblocking(False)
-    control.send(('port', sock.getsockname()[1], rcvbuf))
+    control.send(('port', address, rcvbuf))
+    try:
+        _count(kind, control, sock)
+    finally:
+        sock.close()
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def _count(kind: str, control: Connection, sock: socket.socket) -> None:
+    """The counting loop of :func:`serve`."""
 
     selector = selectors.DefaultSelector()
     selector.register(control, selectors.EVENT_READ, 'control')
-    selector.register(sock, selectors.EVENT_READ, 'listen' if kind == 'tcp' else 'udp')
+    selector.register(sock, selectors.EVENT_READ, 'listen' if kind == 'tcp' else 'datagrams')
     streams: dict[socket.socket, bool] = {}  # connection -> ends inside a line
     counter = _Counter()
     finishing: tuple[float, float] | None = None  # (idle grace, hard deadline)
@@ -167,7 +190,7 @@ def serve(kind: str, control: Connection) -> None:
                     now = monotonic()
                     counter.last_data = max(counter.last_data, now)
                     finishing = (message[1], now + message[2])
-            elif role == 'udp':
+            elif role == 'datagrams':
                 for _ in range(_DATAGRAMS_PER_WAKE):
                     try:
                         data = sock.recv(65536)
@@ -220,7 +243,8 @@ def serve(kind: str, control: Connection) -> None:
 class Receiver:
     """The parent's handle on a line counter running in its own process.
 
-    :param kind: ``'udp'`` or ``'tcp'``
+    :param kind: ``'udp'``, ``'tcp'`` or ``'unixgram'``; :attr:`port` is
+        the socket's path for ``'unixgram'``
     """
 
     def __init__(self, kind: str) -> None:

@@ -51,7 +51,7 @@ from collections.abc import Callable
 from _receiver import Receiver  # type: ignore[import-not-found]  # bench/ is on sys.path
 
 import sprockets_statsd
-from sprockets_statsd.client import StatsClient, TCPStatsClient
+from sprockets_statsd.client import StatsClient, TCPStatsClient, UnixDatagramStatsClient
 from sprockets_statsd.connector import Connector
 
 __all__ = ['CASES', 'Sample', 'main']
@@ -65,6 +65,8 @@ FULL_METRIC = 'counters.bench.metric'
 # (``timers.bench.metric:12.5|ms``) instead of the cached increment.
 DURATION = 0.0125
 HOST = '127.0.0.1'
+# Not an IP protocol: selects the Connector's unixgram: host in these cases.
+UNIXGRAM = -1
 
 
 @dataclasses.dataclass
@@ -78,6 +80,7 @@ class Sample:
     datagrams: int = 0
     wire_bytes: int = 0
     note: str = ''
+    dropped: int = 0  # counted by the client as dropped (never silently lost)
 
     @property
     def call_us(self) -> float:
@@ -89,13 +92,13 @@ class Sample:
 
 
 def _sample(receiver: Receiver, count: int, call_seconds: float, start: float,
-            done: float, note: str = '') -> Sample:
+            done: float, note: str = '', dropped: int = 0) -> Sample:
     result = receiver.finish()
     end = max(result['last'], done)
     if result['partial']:
         note = f'{note} {result["partial"]} partial lines'.strip()
     return Sample(count, call_seconds, end - start, result['lines'],
-                  result['datagrams'], result['bytes'], note)
+                  result['datagrams'], result['bytes'], note, dropped)
 
 
 # -- our Connector -----------------------------------------------------------
@@ -109,8 +112,11 @@ async def _connected(connector: Connector, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.001)
 
 
-def _connector(port: int, protocol: int, udp_size: int, queue_size: int) -> Connector:
-    return Connector(HOST, port, ip_protocol=protocol, max_queue_size=queue_size,
+def _connector(port: int | str, protocol: int, udp_size: int, queue_size: int) -> Connector:
+    if protocol == UNIXGRAM:  # the receiver's "port" is its socket's path
+        return Connector(f'unixgram:{port}', max_queue_size=queue_size,
+                         max_udp_size=udp_size)
+    return Connector(HOST, int(port), ip_protocol=protocol, max_queue_size=queue_size,
                      max_udp_size=udp_size)
 
 
@@ -133,7 +139,8 @@ def _chunk(connector: Connector, calls: range, timing: bool) -> float:
 async def _connector_calls(count: int, chunk: int, protocol: int, udp_size: int,
                            timing: bool) -> float:
     """Seconds inside the calls for `count` calls with the processor not running."""
-    connector = _connector(9, protocol, udp_size, max(chunk, 1))
+    connector = _connector('/nonexistent' if protocol == UNIXGRAM else 9, protocol, udp_size,
+                           max(chunk, 1))
     queue = connector.processor.queue
     spent = 0.0
     for first in range(0, count, chunk):
@@ -148,7 +155,7 @@ async def _connector_calls(count: int, chunk: int, protocol: int, udp_size: int,
 
 async def _connector_run(receiver: Receiver, count: int, chunk: int, protocol: int,
                          udp_size: int, queue_size: int,
-                         timing: bool) -> tuple[float, float, str]:
+                         timing: bool) -> tuple[float, float, str, int]:
     connector = _connector(receiver.port, protocol, udp_size, queue_size)
     await connector.start()
     await _connected(connector)
@@ -160,7 +167,7 @@ async def _connector_run(receiver: Receiver, count: int, chunk: int, protocol: i
     done = time.monotonic()
     note = (f'enqueued={connector.enqueued} sent={connector.sent} '
             f'dropped={connector.dropped}')
-    return start, done, note
+    return start, done, note, connector.dropped
 
 
 def connector_case(protocol: int, udp_size: int = 512,
@@ -168,27 +175,19 @@ def connector_case(protocol: int, udp_size: int = 512,
     def run(receiver: Receiver, count: int, chunk: int, queue_size: int) -> Sample:
         calls = asyncio.run(_connector_calls(count, chunk, protocol, udp_size, timing))
         receiver.arm(count)
-        start, done, note = asyncio.run(
+        start, done, note, dropped = asyncio.run(
             _connector_run(receiver, count, chunk, protocol, udp_size, queue_size, timing)
         )
-        return _sample(receiver, count, calls, start, done, note)
+        return _sample(receiver, count, calls, start, done, note, dropped)
     return run
 
 
 # -- pystatsd 4 --------------------------------------------------------------
 
-def pystatsd_incr(receiver: Receiver, count: int, chunk: int, queue_size: int) -> Sample:
+def _pystatsd_client(receiver: Receiver) -> typing.Any:
     import statsd
 
-    client = statsd.StatsClient(HOST, receiver.port)
-    receiver.arm(count)
-    incr = client.incr
-    start = time.monotonic()
-    for _ in range(count):
-        incr(FULL_METRIC)
-    done = time.monotonic()
-    client.close()
-    return _sample(receiver, count, done - start, start, done)
+    return statsd.StatsClient(HOST, receiver.port)
 
 
 def pystatsd_pipeline(maxudpsize: int, tcp: bool = False) -> Callable[..., Sample]:
@@ -221,23 +220,30 @@ def pystatsd_pipeline(maxudpsize: int, tcp: bool = False) -> Callable[..., Sampl
 
 # -- our synchronous clients (the same loops as pystatsd's) ----------------------
 
-def sync_incr(receiver: Receiver, count: int, chunk: int, queue_size: int) -> Sample:
-    client = StatsClient(HOST, receiver.port)
-    receiver.arm(count)
-    incr = client.incr
-    start = time.monotonic()
-    for _ in range(count):
-        incr(FULL_METRIC)
-    done = time.monotonic()
-    client.close()
-    return _sample(receiver, count, done - start, start, done, _drops(client))
-
-
-def sync_pipeline(maxudpsize: int, tcp: bool = False) -> Callable[..., Sample]:
+def incr_case(make: Callable[[Receiver], typing.Any]) -> Callable[..., Sample]:
+    """``incr(name)`` in a loop, one datagram a call, on the client `make` returns."""
     def run(receiver: Receiver, count: int, chunk: int, queue_size: int) -> Sample:
-        client: StatsClient | TCPStatsClient
+        client = make(receiver)
+        receiver.arm(count)
+        incr = client.incr
+        start = time.monotonic()
+        for _ in range(count):
+            incr(FULL_METRIC)
+        done = time.monotonic()
+        client.close()
+        return _sample(receiver, count, done - start, start, done, _drops(client),
+                       getattr(client, 'dropped', 0))  # pystatsd does not count
+    return run
+
+
+def sync_pipeline(maxudpsize: int, tcp: bool = False,
+                  unixgram: bool = False) -> Callable[..., Sample]:
+    def run(receiver: Receiver, count: int, chunk: int, queue_size: int) -> Sample:
+        client: StatsClient | TCPStatsClient | UnixDatagramStatsClient
         if tcp:
             client = TCPStatsClient(HOST, receiver.port)
+        elif unixgram:
+            client = UnixDatagramStatsClient(receiver.port, max_datagram_size=maxudpsize)
         else:
             client = StatsClient(HOST, receiver.port, maxudpsize=maxudpsize)
         receiver.arm(count)
@@ -255,12 +261,13 @@ def sync_pipeline(maxudpsize: int, tcp: bool = False) -> Callable[..., Sample]:
             pipe.send()
         done = time.monotonic()
         client.close()
-        return _sample(receiver, count, spent, start, done, _drops(client))
+        return _sample(receiver, count, spent, start, done, _drops(client), client.dropped)
     return run
 
 
-def _drops(client: StatsClient | TCPStatsClient) -> str:
-    return f'dropped={client.dropped}' if client.dropped else ''
+def _drops(client: typing.Any) -> str:
+    dropped = getattr(client, 'dropped', 0)
+    return f'dropped={dropped}' if dropped else ''
 
 
 # -- datadog DogStatsd -------------------------------------------------------
@@ -296,11 +303,15 @@ CASES: dict[str, tuple[str, Callable[..., Sample], str]] = {
                           'Connector UDP, max_udp_size 512 (default)'),
     'connector-udp-1432': ('udp', connector_case(socket.IPPROTO_UDP, 1432),
                            'Connector UDP, max_udp_size 1432'),
+    'connector-unixgram': ('unixgram', connector_case(UNIXGRAM, 8192),
+                           'Connector Unix datagrams, 8192 (default)'),
+    'connector-udp-8192': ('udp', connector_case(socket.IPPROTO_UDP, 8192),
+                           'Connector UDP, max_udp_size 8192 (as Unix datagrams)'),
     'connector-tcp': ('tcp', connector_case(socket.IPPROTO_TCP),
                       'Connector TCP'),
     'connector-tcp-timing': ('tcp', connector_case(socket.IPPROTO_TCP, timing=True),
                              'Connector TCP, timing() (formatted per call)'),
-    'pystatsd-incr': ('udp', pystatsd_incr,
+    'pystatsd-incr': ('udp', incr_case(_pystatsd_client),
                       'pystatsd StatsClient.incr (1 datagram/metric)'),
     'pystatsd-pipeline-512': ('udp', pystatsd_pipeline(512),
                               'pystatsd pipeline, maxudpsize 512 (default)'),
@@ -308,7 +319,7 @@ CASES: dict[str, tuple[str, Callable[..., Sample], str]] = {
                                'pystatsd pipeline, maxudpsize 1432'),
     'pystatsd-tcp-pipeline': ('tcp', pystatsd_pipeline(0, tcp=True),
                               'pystatsd TCPStatsClient pipeline'),
-    'sync-incr': ('udp', sync_incr,
+    'sync-incr': ('udp', incr_case(lambda receiver: StatsClient(HOST, receiver.port)),
                   'sprockets_statsd StatsClient.incr (1 datagram/metric)'),
     'sync-pipeline-512': ('udp', sync_pipeline(512),
                           'sprockets_statsd pipeline, maxudpsize 512 (default)'),
@@ -316,6 +327,11 @@ CASES: dict[str, tuple[str, Callable[..., Sample], str]] = {
                            'sprockets_statsd pipeline, maxudpsize 1432'),
     'sync-tcp-pipeline': ('tcp', sync_pipeline(0, tcp=True),
                           'sprockets_statsd TCPStatsClient pipeline'),
+    'sync-unixgram-incr': ('unixgram',
+                           incr_case(lambda receiver: UnixDatagramStatsClient(receiver.port)),
+                           'sprockets_statsd UnixDatagramStatsClient.incr (1 datagram/metric)'),
+    'sync-unixgram-pipeline': ('unixgram', sync_pipeline(8192, unixgram=True),
+                               'sprockets_statsd UnixDatagramStatsClient pipeline, 8192'),
     'dogstatsd-buffered': ('udp', dogstatsd_buffered,
                            'DogStatsd, disable_buffering=False'),
 }
@@ -347,7 +363,7 @@ def _machine() -> str:
 
 # The modules on the measured clients' paths; changes elsewhere do not matter here.
 _MEASURED = ('connector.py', 'processor.py', 'protocols.py', 'metrics.py', '_throttle.py',
-             'client.py')
+             'client.py', '_emitter.py', '_syncbase.py', 'transports.py', '_packing.py')
 
 
 def _package() -> str:
@@ -453,9 +469,12 @@ def main(argv: list[str] | None = None) -> int:
     if profiler is not None:
         profiler.dump_stats(args.profile)
         pstats.Stats(profiler, stream=sys.stderr).sort_stats('tottime').print_stats(25)
-    lossy = [name for name in names if any(s.delivered != s.count for s in samples[name])]
+    # A drop the client counted (a full Unix datagram queue) is reported in
+    # the delivered column; a line neither delivered nor counted is a failure.
+    lossy = [name for name in names
+             if any(s.delivered + s.dropped != s.count for s in samples[name])]
     if lossy:
-        print(f'\nNOT everything was delivered exactly once: {", ".join(lossy)}')
+        print(f'\nNOT every line was delivered once or counted as dropped: {", ".join(lossy)}')
         return 1
     return 0
 

@@ -9,6 +9,7 @@ from sprockets_statsd.client import (
     Pipeline,
     StatsClient,
     TCPStatsClient,
+    UnixDatagramStatsClient,
     UnixSocketStatsClient,
 )
 from sprockets_statsd.errors import ConfigurationError, StatsdError
@@ -21,6 +22,7 @@ if typing.TYPE_CHECKING:
         StatsdProtocol,
         TCPProtocol,
         UDPProtocol,
+        UnixDatagramProtocol,
         UnixStreamProtocol,
     )
 
@@ -40,6 +42,8 @@ __all__ = [
     'TCPStatsClient',
     'Timer',
     'UDPProtocol',
+    'UnixDatagramProtocol',
+    'UnixDatagramStatsClient',
     'UnixSocketStatsClient',
     'UnixStreamProtocol',
     '__version__',
@@ -55,6 +59,7 @@ _LAZY = {
     'StatsdProtocol': 'sprockets_statsd.protocols',
     'TCPProtocol': 'sprockets_statsd.protocols',
     'UDPProtocol': 'sprockets_statsd.protocols',
+    'UnixDatagramProtocol': 'sprockets_statsd.protocols',
     'UnixStreamProtocol': 'sprockets_statsd.protocols',
 }
 

@@ -14,7 +14,14 @@ import bisect
 import itertools
 import operator
 
-__all__ = ['datagrams']
+__all__ = ['MAX_UNIX_DATAGRAM_SIZE', 'datagrams']
+
+#: The default (and usual) largest datagram on a Unix datagram socket.  No
+#: network path limits it, but the receiver reads each datagram into a
+#: buffer of its own size and truncates the rest: the DogStatsD agent's
+#: default buffer is 8 KiB (``dogstatsd_buffer_size``), and datadogpy packs
+#: Unix datagrams to 8192 bytes for that reason.
+MAX_UNIX_DATAGRAM_SIZE = 8192
 
 
 def datagrams(payloads: list[bytes], limit: int) -> list[bytes]:

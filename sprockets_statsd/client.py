@@ -21,7 +21,7 @@ import typing
 from collections.abc import Callable, Mapping
 
 from sprockets_statsd import _emitter
-from sprockets_statsd._packing import datagrams
+from sprockets_statsd._packing import MAX_UNIX_DATAGRAM_SIZE, datagrams
 from sprockets_statsd._ports import check_port
 from sprockets_statsd._syncbase import Pipeline, StatsClientBase
 from sprockets_statsd.errors import ConfigurationError
@@ -33,6 +33,7 @@ __all__ = [
     'StatsClient',
     'StatsClientBase',
     'TCPStatsClient',
+    'UnixDatagramStatsClient',
     'UnixSocketStatsClient',
     'from_env',
 ]
@@ -46,58 +47,14 @@ MAX_UDP_PAYLOAD = 65_507
 _Tags = typing.Optional[Mapping[str, object]]  # noqa: UP045 - a runtime alias on 3.10
 
 
-class StatsClient(StatsClientBase):
-    """Sends metrics over UDP; the pystatsd ``StatsClient``.
+class _DatagramClient(StatsClientBase):
+    """Datagrams over a non-blocking, unconnected socket: every send names the server."""
 
-    :param host: the statsd server's host name or address
-    :param port: its UDP port
-    :param prefix: prepended to every stat name with a ``.``
-    :param maxudpsize: the largest datagram a :class:`Pipeline` sends, in
-        bytes; 512 is safe on any network path, a LAN takes 1432 or more
-    :param ipv6: resolve `host` to an IPv6 address (``AF_INET6``) instead of
-        IPv4 (``AF_INET``, the default)
-    :param tag_dialect: see :class:`StatsClientBase`
-    :param tags: constant tags, see :class:`StatsClientBase`
-    :param random_source: see :class:`StatsClientBase`
-    :raises ~sprockets_statsd.ConfigurationError: for a bad port or
-        ``maxudpsize``
-    :raises socket.gaierror: when `host` has no address in the chosen family
+    _addr: typing.Any
+    _maxudpsize: int
 
-    The host is resolved once, here, in the family `ipv6` selects: with the
-    default ``ipv6=False``, ``localhost`` is always ``127.0.0.1`` even where
-    the resolver lists ``::1`` first, so an IPv4-only server gets the
-    metrics.  Sends never block and never raise: a failed send is counted in
-    :attr:`~StatsClientBase.dropped_send_failed`.  One client may be used
-    from many threads at once.
-    """
-
-    def __init__(
-        self,
-        host: str = 'localhost',
-        port: int = 8125,
-        prefix: str | None = None,
-        maxudpsize: int = 512,
-        ipv6: bool = False,
-        *,
-        tag_dialect: str | None = None,
-        tags: Mapping[str, object] | None = None,
-        random_source: Callable[[], float] = random.random,
-    ) -> None:
-        super().__init__(prefix, tag_dialect=tag_dialect, tags=tags, random_source=random_source)
-        if (
-            isinstance(maxudpsize, bool)
-            or not isinstance(maxudpsize, int)
-            or not 0 < maxudpsize <= MAX_UDP_PAYLOAD
-        ):
-            raise ConfigurationError(
-                f'maxudpsize must be an int from 1 to {MAX_UDP_PAYLOAD}, not {maxudpsize!r}'
-            )
-        self._maxudpsize = maxudpsize
-        wanted = socket.AF_INET6 if ipv6 else socket.AF_INET
-        family, _, _, _, addr = socket.getaddrinfo(
-            host, check_port(port, 'port'), wanted, socket.SOCK_DGRAM
-        )[0]
-        self._addr: tuple[typing.Any, ...] = addr
+    def _open(self, family: int, addr: typing.Any) -> None:
+        self._addr = addr
         self._sock = socket.socket(family, socket.SOCK_DGRAM)
         # A full socket buffer drops the metric instead of stalling the caller.
         self._sock.setblocking(False)
@@ -152,6 +109,94 @@ class StatsClient(StatsClientBase):
             self._sendto(data, self._addr)
         except OSError as error:
             self._send_failed(error)
+
+
+class StatsClient(_DatagramClient):
+    """Sends metrics over UDP; the pystatsd ``StatsClient``.
+
+    :param host: the statsd server's host name or address
+    :param port: its UDP port
+    :param prefix: prepended to every stat name with a ``.``
+    :param maxudpsize: the largest datagram a :class:`Pipeline` sends, in
+        bytes; 512 is safe on any network path, a LAN takes 1432 or more
+    :param ipv6: resolve `host` to an IPv6 address (``AF_INET6``) instead of
+        IPv4 (``AF_INET``, the default)
+    :param tag_dialect: see :class:`StatsClientBase`
+    :param tags: constant tags, see :class:`StatsClientBase`
+    :param random_source: see :class:`StatsClientBase`
+    :raises ~sprockets_statsd.ConfigurationError: for a bad port or
+        ``maxudpsize``
+    :raises socket.gaierror: when `host` has no address in the chosen family
+
+    The host is resolved once, here, in the family `ipv6` selects: with the
+    default ``ipv6=False``, ``localhost`` is always ``127.0.0.1`` even where
+    the resolver lists ``::1`` first, so an IPv4-only server gets the
+    metrics.  Sends never block and never raise: a failed send is counted in
+    :attr:`~StatsClientBase.dropped_send_failed`.  One client may be used
+    from many threads at once.
+    """
+
+    def __init__(
+        self,
+        host: str = 'localhost',
+        port: int = 8125,
+        prefix: str | None = None,
+        maxudpsize: int = 512,
+        ipv6: bool = False,
+        *,
+        tag_dialect: str | None = None,
+        tags: Mapping[str, object] | None = None,
+        random_source: Callable[[], float] = random.random,
+    ) -> None:
+        super().__init__(prefix, tag_dialect=tag_dialect, tags=tags, random_source=random_source)
+        self._maxudpsize = _check_size('maxudpsize', maxudpsize)
+        wanted = socket.AF_INET6 if ipv6 else socket.AF_INET
+        family, _, _, _, addr = socket.getaddrinfo(
+            host, check_port(port, 'port'), wanted, socket.SOCK_DGRAM
+        )[0]
+        self._open(family, addr)
+
+class UnixDatagramStatsClient(_DatagramClient):
+    """Sends metrics to a Unix datagram socket, as DogStatsD clients do on Kubernetes.
+
+    :param socket_path: the path of the server's datagram socket (datadogpy's
+        ``socket_path``)
+    :param prefix: prepended to every stat name with a ``.``
+    :param max_datagram_size: the largest datagram a :class:`Pipeline`
+        sends, in bytes; by default
+        :data:`~sprockets_statsd.protocols.MAX_UNIX_DATAGRAM_SIZE` (8192,
+        what a DogStatsD agent reads by default)
+    :param tag_dialect: see :class:`StatsClientBase`
+    :param tags: constant tags, see :class:`StatsClientBase`
+    :param random_source: see :class:`StatsClientBase`
+    :raises ~sprockets_statsd.ConfigurationError: for an empty path or a bad
+        ``max_datagram_size``
+
+    Like :class:`StatsClient` it never blocks and never raises for the
+    network: a datagram the kernel refuses (no socket at the path, nobody
+    bound to it, or the server's queue full: ``ENOENT``, ``ECONNREFUSED``,
+    ``EAGAIN``) is dropped and counted in
+    :attr:`~StatsClientBase.dropped_send_failed`.  Nothing is connected, so
+    a server restarted at the same path gets the next metric.  One client
+    may be used from many threads at once.
+    """
+
+    def __init__(
+        self,
+        socket_path: str,
+        prefix: str | None = None,
+        max_datagram_size: int = MAX_UNIX_DATAGRAM_SIZE,
+        *,
+        tag_dialect: str | None = None,
+        tags: Mapping[str, object] | None = None,
+        random_source: Callable[[], float] = random.random,
+    ) -> None:
+        super().__init__(prefix, tag_dialect=tag_dialect, tags=tags, random_source=random_source)
+        path = os.fspath(socket_path)
+        if not path:
+            raise ConfigurationError('socket_path must name the server\'s datagram socket')
+        self._maxudpsize = _check_size('max_datagram_size', max_datagram_size)
+        self._open(socket.AF_UNIX, path)
 
 
 class _StreamClient(StatsClientBase):
@@ -293,6 +338,15 @@ def _connected(sock: socket.socket, address: typing.Any, timeout: float | None) 
         sock.close()
         raise
     return sock
+
+
+def _check_size(name: str, size: object) -> int:
+    """Return `size` if it is a datagram size this client can send."""
+    if isinstance(size, bool) or not isinstance(size, int) or not 0 < size <= MAX_UDP_PAYLOAD:
+        raise ConfigurationError(
+            f'{name} must be an int from 1 to {MAX_UDP_PAYLOAD}, not {size!r}'
+        )
+    return size
 
 
 def from_env(

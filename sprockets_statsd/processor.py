@@ -25,14 +25,14 @@ import socket
 import typing
 from collections.abc import Callable
 
-from sprockets_statsd._ports import check_port
 from sprockets_statsd._throttle import Throttle
 from sprockets_statsd.errors import ConfigurationError
-from sprockets_statsd.protocols import (
-    StatsdProtocol,
-    TCPProtocol,
-    UDPProtocol,
-    UnixStreamProtocol,
+from sprockets_statsd.protocols import MAX_UNIX_DATAGRAM_SIZE, StatsdProtocol
+from sprockets_statsd.transports import (
+    TransportFactory,
+    parse_address,
+    socket_factory,
+    unix_socket,
 )
 
 __all__ = ['DEFAULT_MAX_QUEUE_SIZE', 'PayloadQueue', 'Processor']
@@ -49,31 +49,36 @@ DEFAULT_MAX_QUEUE_SIZE = 10_000
 #: costs vanish, small enough that one batch never stalls the loop (~1 ms).
 DEFAULT_MAX_BATCH_SIZE = 1_000
 
-_PROTOCOLS = {
-    socket.IPPROTO_TCP: 'tcp',
-    socket.IPPROTO_UDP: 'udp',
-}
-
-
 class PayloadQueue(asyncio.Queue[bytes]):
-    """An :class:`asyncio.Queue` with a cheap bulk interface for the processor.
+    """An :class:`asyncio.Queue` of payloads with a cheap bulk interface for the processor.
 
-    Everything :class:`asyncio.Queue` offers keeps working.  :meth:`offer`
-    and :meth:`take` exist because the metric hot path runs hundreds of
-    thousands of times a second: ``put_nowait`` makes five method calls
-    and raises to say "full", ``offer`` makes none and returns a flag.
+    :meth:`offer` and :meth:`take` exist because the metric hot path runs
+    hundreds of thousands of times a second: ``put_nowait`` makes five
+    method calls and raises to say "full", ``offer`` makes none and
+    returns a flag.  Everything else is :class:`asyncio.Queue`'s, with
+    one change of bookkeeping so that :meth:`task_done` and :meth:`join`
+    stay true whichever way payloads come and go: a payload is unfinished
+    from the moment it is queued (by any method) until :meth:`task_done`
+    is called for it after it was removed (by any method).  The processor
+    calls :meth:`task_done` for every payload it takes, once it has handed
+    it on, so ``await queue.join()`` waits until everything queued so far
+    was sent, kept for the next connection, or dropped and counted.
 
-    Both rely on attributes that :class:`asyncio.Queue` has kept since
-    Python 3.4 (``_queue``, ``_getters``, ``_putters``, ``_wakeup_next``);
-    the test suite exercises them on every supported version.  Payloads
-    taken with :meth:`take` are not counted by
-    :meth:`~asyncio.Queue.task_done` / :meth:`~asyncio.Queue.join`.
+    :meth:`offer` and :meth:`take` rely on attributes that
+    :class:`asyncio.Queue` has kept since Python 3.4 (``_queue``,
+    ``_getters``, ``_putters``, ``_wakeup_next``, ``_finished``); the
+    test suite exercises them on every supported version.
     """
 
     _maxsize: int
     _queue: collections.deque[bytes]
     _getters: collections.deque[asyncio.Future[None]]
     _putters: collections.deque[asyncio.Future[None]]
+    _finished: asyncio.Event
+
+    # Payloads removed but not yet marked done.  The unfinished ones are
+    # these plus those still queued, so queuing costs no bookkeeping at all.
+    _taken = 0
 
     def offer(self, payload: bytes) -> bool:
         """Append `payload` unless the queue is full; never blocks or raises."""
@@ -86,7 +91,11 @@ class PayloadQueue(asyncio.Queue[bytes]):
         return True
 
     def take(self, limit: int) -> list[bytes]:
-        """Remove and return up to `limit` payloads without waiting."""
+        """Remove and return up to `limit` payloads without waiting.
+
+        Call :meth:`task_done` for them (``task_done(len(payloads))``)
+        once they are handled.
+        """
         queue = self._queue
         if len(queue) <= limit:
             items = list(queue)
@@ -94,10 +103,38 @@ class PayloadQueue(asyncio.Queue[bytes]):
         else:
             popleft = queue.popleft
             items = [popleft() for _ in range(limit)]
+        self._taken += len(items)
         putters = self._putters
         for _ in range(min(len(items), len(putters))):
             self._wakeup_next(putters)  # type: ignore[attr-defined]
         return items
+
+    def _get(self) -> bytes:
+        # Behind get() and get_nowait().
+        self._taken += 1
+        return self._queue.popleft()
+
+    def task_done(self, count: int = 1) -> None:
+        """Mark `count` removed payloads as handled.
+
+        :raises ValueError: when more payloads are marked than were removed
+        """
+        if count > self._taken:
+            raise ValueError('task_done() called too many times')
+        self._taken -= count
+        if not self._taken and not self._queue:
+            self._finished.set()
+
+    async def join(self) -> None:
+        """Wait until every payload queued so far was removed and marked done."""
+        while self._taken or self._queue:
+            self._finished.clear()
+            await self._finished.wait()
+
+    @property
+    def unfinished(self) -> int:
+        """Payloads queued or removed and not yet marked done."""
+        return self._taken + len(self._queue)
 
 
 def _positive(name: str, value: typing.Any, kind: type = float) -> typing.Any:
@@ -120,20 +157,27 @@ def _positive(name: str, value: typing.Any, kind: type = float) -> typing.Any:
 class Processor:
     """Maintains the statsd connection and sends queued payloads.
 
-    :param host: host name or address of the statsd server, or
-        ``unix:/path`` / an absolute path for a Unix stream socket
+    :param host: host name or address of the statsd server,
+        ``unix:/path`` (or an absolute path) for a Unix stream socket, or
+        ``unixgram:/path`` for a Unix datagram socket
     :param port: the server's port, 1 to 65535 (ignored for Unix sockets)
     :param ip_protocol: :data:`socket.IPPROTO_TCP` or :data:`socket.IPPROTO_UDP`
     :param max_queue_size: payloads held before new metrics are dropped
     :param max_batch_size: payloads taken from the queue per send
-    :param max_udp_size: largest datagram in bytes (512 is safe on any path;
-        raise it on a LAN or loopback)
+    :param max_udp_size: largest datagram in bytes: by default 512 over UDP
+        (safe on any path; raise it on a LAN or loopback) and
+        :data:`~sprockets_statsd.protocols.MAX_UNIX_DATAGRAM_SIZE` (8192)
+        over a Unix datagram socket
     :param reconnect_sleep: first delay after a failed connection, seconds
     :param max_reconnect_sleep: cap of the exponential back-off, seconds
     :param connect_timeout: how long one connection attempt may take
     :param shutdown_timeout: how long :meth:`stop` may take to flush
     :param wait_timeout: how long the idle task waits for a payload before
         it checks :attr:`should_terminate` and the connection again
+    :param transport_factory: opens a connection (see
+        :mod:`sprockets_statsd.transports`); by default real sockets to
+        `host`, and for tests a
+        :class:`~sprockets_statsd.transports.MemoryServer`
     :raises ~sprockets_statsd.errors.ConfigurationError: naming the argument
         that is empty, out of range or unknown
 
@@ -141,8 +185,9 @@ class Processor:
        :type: PayloadQueue
 
        Formatted payloads (``bytes`` without a trailing newline); an
-       :class:`asyncio.Queue`.  The processor does not call
-       :meth:`~asyncio.Queue.task_done`.
+       :class:`asyncio.Queue`.  The processor marks every payload it takes
+       as done once it has handed it on, so ``await processor.queue.join()``
+       waits for what is queued to be sent (or dropped) without stopping.
 
     .. attribute:: running
        :type: asyncio.Event
@@ -168,38 +213,29 @@ class Processor:
         ip_protocol: int = socket.IPPROTO_TCP,
         max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
-        max_udp_size: int = 512,
+        max_udp_size: int | None = None,
         reconnect_sleep: float = 1.0,
         max_reconnect_sleep: float = 30.0,
         connect_timeout: float = 5.0,
         shutdown_timeout: float = 5.0,
         wait_timeout: float = 0.1,
+        transport_factory: TransportFactory | None = None,
     ) -> None:
-        if not isinstance(host, str) or not host.strip():
-            raise ConfigurationError(
-                'host must name the statsd server (a host name, an address '
-                'or unix:/path/to.sock)'
-            )
-        self.unix_path: str | None = None
-        if host.startswith('unix:'):
-            self.unix_path = host[len('unix:'):]
-        elif host.startswith('/'):
-            self.unix_path = host
-        if self.unix_path is not None:
-            if not self.unix_path:
-                raise ConfigurationError('host unix: needs a path: unix:/path/to.sock')
-        else:
-            port = check_port(_positive('port', port, int), 'port')
-            if ip_protocol not in _PROTOCOLS:
-                raise ConfigurationError(
-                    f'ip_protocol must be socket.IPPROTO_TCP ({socket.IPPROTO_TCP}) '
-                    f'or socket.IPPROTO_UDP ({socket.IPPROTO_UDP}), not {ip_protocol!r}'
-                )
+        if isinstance(host, str) and host.strip() and unix_socket(host) is None:
+            port = _positive('port', port, int)
+        self.address = parse_address(host, port, ip_protocol)
+        #: The path of a Unix (stream or datagram) socket, else ``None``.
+        self.unix_path = self.address.host if self.address.is_unix else None
         self.host = host
         self.port = port
         self.ip_protocol = ip_protocol
         self.max_batch_size = _positive('max_batch_size', max_batch_size, int)
+        if max_udp_size is None:
+            max_udp_size = MAX_UNIX_DATAGRAM_SIZE if self.address.kind == 'unixgram' else 512
         self.max_udp_size = _positive('max_udp_size', max_udp_size, int)
+        self._factory = transport_factory or socket_factory(
+            self.address, max_datagram_size=self.max_udp_size
+        )
         self.reconnect_sleep = _positive('reconnect_sleep', reconnect_sleep)
         self.max_reconnect_sleep = max(
             _positive('max_reconnect_sleep', max_reconnect_sleep), self.reconnect_sleep
@@ -213,10 +249,10 @@ class Processor:
         self.stopped.set()
         self.should_terminate = False
         self.protocol: StatsdProtocol | None = None
-        #: Payloads handed to the operating system.
-        self.sent = 0
-        #: Payloads lost to failed sends or abandoned by :meth:`stop`.
-        self.dropped = 0
+        # Counts of the connections no longer tracked; the live ones count
+        # for themselves (see sent and dropped).
+        self._sent_before = 0
+        self._dropped = 0
         self._unsent: list[bytes] = []
         # Connections being closed that may still hand payloads back.
         self._retiring: list[StatsdProtocol] = []
@@ -228,13 +264,36 @@ class Processor:
         self._warn = Throttle(logger)
 
     @property
+    def sent(self) -> int:
+        """Payloads handed to the operating system (counted by the protocols)."""
+        return self._sent_before + sum(p.sent for p in self._live())
+
+    @property
+    def dropped(self) -> int:
+        """Payloads refused by the operating system, lost to failed sends or abandoned."""
+        return self._dropped + sum(p.dropped for p in self._live())
+
+    def _live(self) -> list[StatsdProtocol]:
+        return [*self._retiring, self.protocol] if self.protocol is not None else self._retiring
+
+    def _forget(self, protocol: StatsdProtocol) -> None:
+        """Stop tracking a closed connection, keeping its counts."""
+        self._sent_before += protocol.sent
+        self._dropped += protocol.dropped
+
+    @property
     def connected(self) -> bool:
         """Is there a connection that can carry payloads now?"""
         return self.protocol is not None and self.protocol.connected.is_set()
 
     def enqueue(self, metric: bytes) -> None:
-        """Put a payload on the queue (raises :exc:`asyncio.QueueFull`)."""
-        self.queue.put_nowait(metric)
+        """Put a payload on the queue, as the metric methods do.
+
+        :raises asyncio.QueueFull: when the queue is full (the payload is
+            not queued)
+        """
+        if not self.queue.offer(metric):
+            raise asyncio.QueueFull
 
     async def run(self) -> None:
         """Connect, send payloads as they arrive, and flush when told to stop.
@@ -264,11 +323,15 @@ class Processor:
 
     def abandon_queue(self) -> None:
         """Count everything queued as dropped (for a processor never run)."""
-        count = self.queue.qsize() + len(self._unsent)
-        while not self.queue.empty():
-            self.queue.get_nowait()
+        count = self._drain_queue() + len(self._unsent)
         self._unsent.clear()
         self._lose(count, 'the processor was never started')
+
+    def _drain_queue(self) -> int:
+        """Empty the queue, marking what it held as done; return how many."""
+        taken = len(self.queue.take(self.queue.qsize()))
+        self.queue.task_done(taken)
+        return taken
 
     def _stop_soon(self) -> None:
         if self._deadline is None:
@@ -342,16 +405,26 @@ class Processor:
         else:
             batch = []
         batch.extend(queue.take(self.max_batch_size - len(batch)))
+        # Done as far as the queue is concerned: the caller hands the batch
+        # on before it yields to the event loop, so join() wakes after that.
+        queue.task_done(len(batch))
         return batch
 
     def _send(self, protocol: StatsdProtocol, batch: list[bytes]) -> None:
+        dropped = protocol.dropped
         try:
-            self.sent += protocol.send_batch(batch)
+            protocol.send_batch(batch)
         except TypeError:
             # Something other than bytes was put on the queue by hand.
             self._send(protocol, self._only_bytes(batch))
+            return
         self._unsent.extend(protocol.unsent)
         protocol.unsent.clear()
+        if protocol.dropped != dropped:
+            self._warn.warning(
+                'send', 'statsd at %s refused %d payloads: %s',
+                self.address, protocol.dropped - dropped, protocol.last_error,
+            )
 
     def _only_bytes(self, batch: list[bytes]) -> list[bytes]:
         good: list[bytes] = []
@@ -366,7 +439,7 @@ class Processor:
 
     def _lose(self, count: int, reason: str) -> None:
         if count:
-            self.dropped += count
+            self._dropped += count
             logger.warning('dropped %d statsd payloads: %s', count, reason)
 
     async def _connect(self) -> None:
@@ -374,21 +447,24 @@ class Processor:
         self._take_unsent()
         try:
             protocol = await asyncio.wait_for(
-                self._create_protocol(),
+                self._factory(),
                 min(self.connect_timeout, max(self._remaining(), 0.001)),
             )
         except (OSError, asyncio.TimeoutError) as error:
             self._failures += 1
             self._warn.warning(
                 'connect', 'connection to statsd at %s failed: %s',
-                self._address(), error or 'timed out',
+                self.address, error or 'timed out',
             )
             await self._pause(min(self._backoff(self._failures), max(self._remaining(), 0)))
         else:
             self._failures = 0
             self._warn.reset('connect')
-            if self.protocol is not None and not self.protocol.closed:
-                self._retiring.append(self.protocol)
+            if self.protocol is not None:
+                if self.protocol.closed:
+                    self._forget(self.protocol)
+                else:
+                    self._retiring.append(self.protocol)
             self.protocol = protocol
 
     def _backoff(self, failures: int) -> float:
@@ -407,29 +483,14 @@ class Processor:
         protocols = [*self._retiring, self.protocol] if self._retiring else [self.protocol]
         for protocol in protocols:
             if protocol is not None and protocol.unsent:
-                returned = protocol.unsent
-                self.sent -= len(returned)
-                self._unsent[:0] = returned
+                # Already taken off the protocol's count of sent payloads.
+                self._unsent[:0] = protocol.unsent
                 protocol.unsent = []
         if self._retiring:
+            for retired in self._retiring:
+                if retired.closed:
+                    self._forget(retired)
             self._retiring = [p for p in self._retiring if not p.closed]
-
-    def _address(self) -> str:
-        return self.unix_path if self.unix_path is not None else f'{self.host}:{self.port}'
-
-    async def _create_protocol(self) -> StatsdProtocol:
-        loop = asyncio.get_running_loop()
-        if self.unix_path is not None:
-            _, unix = await loop.create_unix_connection(UnixStreamProtocol, self.unix_path)
-            return unix
-        if self.ip_protocol == socket.IPPROTO_UDP:
-            size = self.max_udp_size
-            _, udp = await loop.create_datagram_endpoint(
-                lambda: UDPProtocol(size), remote_addr=(self.host, self.port)
-            )
-            return udp
-        _, tcp = await loop.create_connection(TCPProtocol, self.host, self.port)
-        return tcp
 
     async def _flush(self) -> None:
         """Send what is queued until done or the shutdown deadline passes."""
@@ -441,11 +502,9 @@ class Processor:
         self._cancel_getter()
         await self._close()
         self._take_unsent()
-        abandoned = len(self._unsent) + self.queue.qsize()
+        abandoned = len(self._unsent) + self._drain_queue()
         self._unsent.clear()
-        while not self.queue.empty():
-            self.queue.get_nowait()
-        self._lose(abandoned, f'statsd at {self._address()} was not reachable '
+        self._lose(abandoned, f'statsd at {self.address} was not reachable '
                               f'within the {self.shutdown_timeout}s shutdown timeout')
 
     def _getter_ready(self) -> bool:
@@ -463,8 +522,7 @@ class Processor:
         try:
             await asyncio.wait_for(protocol.shutdown(), max(self._remaining(), 0.001))
         except asyncio.TimeoutError:
-            lost = protocol.abort()
-            self.sent -= lost
+            lost = protocol.abort()  # no longer counted as sent by the protocol
             self._lose(lost, 'the connection did not drain before the shutdown timeout')
         except Exception as error:  # pragma: no cover - defensive
             logger.warning('error closing the statsd connection: %r', error)
@@ -476,6 +534,7 @@ class Processor:
         if getter.done():
             with contextlib.suppress(Exception):
                 self._unsent.append(getter.result())
+                self.queue.task_done()
         else:
             getter.cancel()
 

@@ -13,6 +13,15 @@ Strategy: the :class:`~.Processor` hands each adapter a *batch* of payloads
   returns the payloads from that tail to the processor for the next
   connection.  A payload cut in the middle is sent again whole: the server
   drops the partial line when the old connection ends.
+* Unix datagrams are sent by the adapter itself with non-blocking
+  ``sendto`` calls on an unconnected socket, so that a datagram the kernel
+  refuses (no server at the path, the server's queue full) is known, dropped
+  and counted at once, and a server that comes back at the same path is
+  reached again without reconnecting.
+
+Each adapter counts what it handed to the operating system in ``sent`` (less
+whatever it later gives back in ``unsent`` or discards in :meth:`abort`) and
+what it lost in ``dropped``: it is the one place that knows.
 """
 
 from __future__ import annotations
@@ -23,11 +32,19 @@ import logging
 import socket
 import typing
 
-from sprockets_statsd._packing import datagrams
+from sprockets_statsd._packing import MAX_UNIX_DATAGRAM_SIZE, datagrams
 
-__all__ = ['StatsdProtocol', 'TCPProtocol', 'UDPProtocol', 'UnixStreamProtocol']
+__all__ = [
+    'MAX_UNIX_DATAGRAM_SIZE',
+    'StatsdProtocol',
+    'TCPProtocol',
+    'UDPProtocol',
+    'UnixDatagramProtocol',
+    'UnixStreamProtocol',
+]
 
 logger = logging.getLogger(__name__)
+
 
 
 class StatsdProtocol(asyncio.BaseProtocol):
@@ -43,6 +60,16 @@ class StatsdProtocol(asyncio.BaseProtocol):
 
        Payloads that were given to this protocol but are known not to have
        left it; the processor sends them first on the next connection.
+
+    .. attribute:: sent
+       :type: int
+
+       Payloads handed to the operating system (and not given back).
+
+    .. attribute:: dropped
+       :type: int
+
+       Payloads the operating system refused and that are lost.
     """
 
     ip_protocol: int = socket.IPPROTO_NONE
@@ -52,6 +79,10 @@ class StatsdProtocol(asyncio.BaseProtocol):
         self.connected = asyncio.Event()
         self.transport = None
         self.unsent: list[bytes] = []
+        self.sent = 0
+        self.dropped = 0
+        #: The error of the last refused send (adapters that drop), if any.
+        self.last_error: OSError | None = None
         self._writable = asyncio.Event()
         self._writable.set()
         self._closed = asyncio.Event()
@@ -120,7 +151,7 @@ class StatsdProtocol(asyncio.BaseProtocol):
         """Hand `payloads` to the transport.
 
         :returns: how many payloads were handed over; the rest were appended
-            to :attr:`unsent`
+            to :attr:`unsent`, or dropped and counted in :attr:`dropped`
         """
         raise NotImplementedError
 
@@ -134,6 +165,7 @@ class StatsdProtocol(asyncio.BaseProtocol):
         :returns: the number of payloads that were discarded
         """
         lost = self.in_flight()
+        self.sent -= lost
         if self.transport is not None:
             self.transport.abort()  # type: ignore[attr-defined]
         return lost
@@ -174,7 +206,9 @@ class TCPProtocol(StatsdProtocol, asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         """Return the payloads the transport had not written, then disconnect."""
         if exc is not None and self._buffered:
-            self.unsent[:0] = self._unwritten()
+            unwritten = self._unwritten()
+            self.sent -= len(unwritten)
+            self.unsent[:0] = unwritten
         self._tail.clear()
         self._tail_bytes = self._buffered = 0
         super().connection_lost(exc)
@@ -227,6 +261,7 @@ class TCPProtocol(StatsdProtocol, asyncio.Protocol):
         self._tail.append((payloads, len(data)))
         self._tail_bytes += len(data)
         self._observe()
+        self.sent += len(payloads)
         return len(payloads)
 
 
@@ -266,7 +301,107 @@ class UDPProtocol(StatsdProtocol, asyncio.DatagramProtocol):
         sendto = transport.sendto
         for datagram in datagrams(payloads, self.max_datagram_size):
             sendto(datagram)
+        self.sent += len(payloads)
         return len(payloads)
+
+
+class _SocketTransport(asyncio.BaseTransport):
+    """Owns the socket of a :class:`UnixDatagramProtocol` (no event loop I/O needed)."""
+
+    def __init__(self, sock: socket.socket, protocol: StatsdProtocol) -> None:
+        super().__init__()
+        self.sock = sock
+        self._protocol = protocol
+
+    def get_extra_info(self, name: str, default: typing.Any = None) -> typing.Any:
+        return self.sock if name == 'socket' else default
+
+    def is_closing(self) -> bool:
+        return self.sock.fileno() < 0
+
+    def close(self) -> None:
+        if not self.is_closing():
+            self.sock.close()
+            # Nothing is buffered, so the connection is over at once.
+            self._protocol.connection_lost(None)
+
+    def abort(self) -> None:
+        self.close()
+
+
+class UnixDatagramProtocol(StatsdProtocol):
+    """Payloads packed into datagrams sent to a Unix datagram socket.
+
+    :param path: the server's socket
+    :param max_datagram_size: the largest datagram to send, in bytes
+
+    Selected by giving the connector a host of ``unixgram:/path/to.sock``.
+    Every ``sendto`` is non-blocking and names the path, so nothing waits
+    for the server: a datagram the kernel refuses (no socket at the path,
+    nobody bound to it, or the server's queue full: ``ENOENT``,
+    ``ECONNREFUSED``, ``EAGAIN``, ``ENOBUFS``) is dropped and counted in
+    :attr:`~StatsdProtocol.dropped`, with a throttled warning from the
+    processor's log, and the next batch tries again.
+    """
+
+    ip_protocol = socket.IPPROTO_IP
+    transport: _SocketTransport | None
+
+    def __init__(self, path: str, max_datagram_size: int = MAX_UNIX_DATAGRAM_SIZE) -> None:
+        super().__init__()
+        self.path = path
+        self.max_datagram_size = max_datagram_size
+
+    @classmethod
+    def open(cls, path: str, max_datagram_size: int = MAX_UNIX_DATAGRAM_SIZE
+             ) -> UnixDatagramProtocol:
+        """Create the (unconnected, non-blocking) socket and the protocol."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        protocol = cls(path, max_datagram_size)
+        protocol.connection_made(_SocketTransport(sock, protocol))
+        return protocol
+
+    def send_batch(self, payloads: list[bytes]) -> int:
+        """Send the payloads in as few datagrams as fit; drop and count refused ones."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            self.unsent.extend(payloads)
+            return 0
+        datagram_list = datagrams(payloads, self.max_datagram_size)
+        if len(datagram_list) == 1:
+            sizes = [len(payloads)]
+        else:  # how many payloads each datagram holds, to count losses exactly
+            sizes = [datagram.count(b'\n') + 1 for datagram in datagram_list]
+            if sum(sizes) != len(payloads):  # a payload of several lines
+                sizes = _payload_counts(payloads, datagram_list)
+        sendto, path = transport.sock.sendto, self.path
+        sent = 0
+        for datagram, size in zip(datagram_list, sizes, strict=True):
+            try:
+                sendto(datagram, path)
+            except OSError as error:
+                self.dropped += size
+                self.last_error = error
+            else:
+                sent += size
+        self.sent += sent
+        return sent
+
+
+def _payload_counts(payloads: list[bytes], packed: list[bytes]) -> list[int]:
+    """How many of `payloads` each datagram of `packed` holds (payloads kept whole)."""
+    counts = []
+    index = 0
+    for datagram in packed:
+        size, count = -1, 0
+        while index < len(payloads) and size < len(datagram):
+            size += len(payloads[index]) + 1
+            index += 1
+            count += 1
+        counts.append(count)
+    return counts
+
 
 
 ProtocolFactory = typing.Callable[[], StatsdProtocol]

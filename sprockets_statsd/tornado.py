@@ -19,6 +19,7 @@ from sprockets_statsd._ports import check_port
 from sprockets_statsd.connector import AbstractConnector, Connector
 from sprockets_statsd.errors import ConfigurationError
 from sprockets_statsd.timer import Timer
+from sprockets_statsd.transports import unix_socket
 
 __all__ = ['Application', 'RequestHandler']
 
@@ -30,7 +31,7 @@ _TRUTHY_WORDS = frozenset({'yes', 'true', 't', 'on'})
 
 # The Connector tells a Unix socket by its host and ignores ip_protocol then.
 _IP_PROTOCOLS = {'tcp': socket.IPPROTO_TCP, 'udp': socket.IPPROTO_UDP,
-                 'unix': socket.IPPROTO_TCP}
+                 'unix': socket.IPPROTO_TCP, 'unixgram': socket.IPPROTO_UDP}
 
 # Optional settings handed to the Connector, with the type each must have.
 # ``reconnect_sleep`` is the Processor's own name for ``reconnect_timeout``;
@@ -202,17 +203,21 @@ def _resolve(
         raise ConfigurationError(f'{source} must be a host name, an address or a socket '
                                  f'path, not {host!r}')
     host = (host or '').strip() or None
-    if host is not None and (protocol == 'unix' or host.startswith(('unix:', '/'))):
+    unix = unix_socket(host) if host is not None else None
+    if host is not None and (protocol in ('unix', 'unixgram') or unix is not None):
         # The Connector recognises a Unix socket by its host, so a path
-        # decides the transport; only UDP cannot work with one.
-        if protocol == 'udp':
+        # decides the transport: unix:/path (or a bare path) a stream,
+        # unixgram:/path a datagram socket.  Only UDP and a stream disagree.
+        kind, path = unix if unix is not None else (protocol, host)
+        if protocol == 'unixgram' and not host.startswith('unix:'):
+            kind = 'unixgram'
+        if protocol == 'udp' and kind == 'unix':
             raise ConfigurationError(
                 f'{source} {host!r} is a Unix socket path, which needs protocol unix (or '
                 f'tcp), not udp'
             )
-        protocol = 'unix'
-        if not host.startswith('unix:'):
-            host = f'unix:{host}'
+        protocol = kind
+        host = f'{kind}:{path}'
 
     options: dict[str, typing.Any] = {
         key: _parse_number(key, given[key], kind)
@@ -293,7 +298,7 @@ class Application(web.Application):
         connector = config.create_connector()
         if isinstance(connector, Connector):
             logger.info('sending metrics to statsd at %s with prefix %r',
-                        config.host if config.protocol == 'unix'
+                        config.host if config.protocol in ('unix', 'unixgram')
                         else f'{config.protocol}://{config.host}:{config.port}',
                         config.prefix or '')
         else:

@@ -10,12 +10,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import socket
+import tempfile
 import threading
 import time
 import typing
 
-__all__ = ['StatsdServer', 'ThreadedStatsdServer', 'UDPReceiver', 'wait_until']
+__all__ = [
+    'StatsdServer',
+    'ThreadedStatsdServer',
+    'UDPReceiver',
+    'UnixDatagramReceiver',
+    'wait_until',
+]
 
 DEFAULT_TIMEOUT = 10.0
 
@@ -304,3 +312,32 @@ class UDPReceiver:
 
     def close(self) -> None:
         self.sock.close()
+
+
+class UnixDatagramReceiver(UDPReceiver):
+    """A Unix datagram socket, read like UDPReceiver.
+
+    :param path: where to bind; by default in a fresh temporary directory,
+        removed again by :meth:`close`
+    :param rcvbuf: the receive buffer size (small to fill the queue quickly)
+    """
+
+    def __init__(self, path: str | None = None, rcvbuf: int = 8 << 20) -> None:
+        self.directory = None if path is not None else tempfile.mkdtemp(prefix='statsd-dgram-')
+        self.path = path if path is not None else os.path.join(self.directory or '', 'dsd.socket')
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.bind(self.path)
+        self.sock.settimeout(DEFAULT_TIMEOUT)
+        self.port = 0
+
+    def stop(self) -> None:
+        """Close the socket and remove it from the file system (the server is gone)."""
+        self.sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+    def close(self) -> None:
+        self.stop()
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)

@@ -897,8 +897,9 @@ def test_public_names() -> None:
     """The module exports the pystatsd names and nothing private."""
     assert set(client_module.__all__) == {
         'MAX_UDP_PAYLOAD', 'Pipeline', 'StatsClient', 'StatsClientBase', 'TCPStatsClient',
-        'UnixSocketStatsClient', 'from_env',
+        'UnixDatagramStatsClient', 'UnixSocketStatsClient', 'from_env',
     }
-    for name in ('StatsClient', 'TCPStatsClient', 'UnixSocketStatsClient'):
+    for name in ('StatsClient', 'TCPStatsClient', 'UnixDatagramStatsClient',
+                 'UnixSocketStatsClient'):
         assert issubclass(getattr(client_module, name), StatsClientBase)
     assert issubclass(Pipeline, StatsClientBase)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -16,6 +15,7 @@ import pytest
 
 from sprockets_statsd import Connector, Processor
 from sprockets_statsd._throttle import Throttle
+from sprockets_statsd.transports import MemoryServer
 from tests.helpers import StatsdServer, wait_until
 
 UDP = socket.IPPROTO_UDP
@@ -129,18 +129,17 @@ async def test_tcp_server_restart_mid_stream_delivers_each_metric_once() -> None
 
 async def test_server_down_at_start_then_up_receives_queued_metrics() -> None:
     """Metrics recorded while nothing listens are delivered once the server appears."""
-    port = free_port()
-    c = Connector('127.0.0.1', port, **FAST)
+    server = MemoryServer()
+    server.refuse = 1_000_000  # down until told otherwise
+    c = Connector('statsd.test', 8125, transport_factory=server, **FAST)
     await c.start()
     for i in range(100):
         c.incr('early', i)
-    await wait_until(lambda: c.processor._failures >= 2, what='failed connection attempts')
+    await server.wait_for(lambda: c.processor._failures >= 2, what='failed connection attempts')
     assert c.sent == 0
-    server = StatsdServer('tcp')
-    server.port = port
-    async with server:
-        lines = await server.wait_for_lines(100)
-        await c.stop()
+    server.refuse = 0  # the server comes up
+    lines = await server.wait_for_lines(100)
+    await c.stop()
     assert lines == [f'counters.early:{i}|c'.encode() for i in range(100)]
     assert_accounted(c)
 
@@ -162,31 +161,19 @@ async def test_stop_is_bounded_when_nothing_listens(caplog: pytest.LogCaptureFix
 
 
 async def test_stop_is_bounded_when_connect_is_black_holed() -> None:
-    """A server whose accept queue is full never completes a connect; stop() still returns."""
-    listener = socket.socket()
-    listener.bind(('127.0.0.1', 0))
-    listener.listen(0)
-    port = listener.getsockname()[1]
-    fillers = []
-    with contextlib.ExitStack() as stack:
-        stack.callback(listener.close)
-        for _ in range(8):  # fill the backlog so further SYNs are dropped
-            s = socket.socket()
-            stack.callback(s.close)
-            s.setblocking(False)
-            with contextlib.suppress(BlockingIOError):
-                s.connect(('127.0.0.1', port))
-            fillers.append(s)
-        c = Connector('127.0.0.1', port, connect_timeout=0.3, reconnect_sleep=0.05,
-                      shutdown_timeout=0.6)
-        await c.start()
-        c.incr('x')
-        await asyncio.sleep(0.1)
-        started = time.monotonic()
-        await asyncio.wait_for(c.stop(), 5)
-        assert time.monotonic() - started < 2.0
-        assert_accounted(c)
-        assert c.dropped == 1 or c.sent == 1
+    """A server that never completes a connect (a black hole); stop() still returns."""
+    server = MemoryServer()
+    server.hang = True
+    c = Connector('statsd.test', 8125, transport_factory=server, connect_timeout=0.3,
+                  reconnect_sleep=0.05, shutdown_timeout=0.6)
+    await c.start()
+    c.incr('x')
+    await server.wait_for(lambda: server.attempts >= 1, what='a connection attempt')
+    started = time.monotonic()
+    await asyncio.wait_for(c.stop(), 5)
+    assert time.monotonic() - started < 2.0
+    assert_accounted(c)
+    assert c.dropped == 1 or c.sent == 1
 
 
 async def test_stop_is_bounded_when_the_server_stops_reading() -> None:
@@ -451,3 +438,50 @@ async def test_cancelling_the_task_stops_the_processor() -> None:
             await task
         assert c.processor.stopped.is_set()
         assert not c.processor.running.is_set()
+
+
+async def test_join_waits_until_everything_queued_was_handed_on() -> None:
+    """queue.join() returns once the processor took and sent every queued payload."""
+    server = MemoryServer()
+    c = Connector('statsd.test', 8125, transport_factory=server, **FAST)
+    for i in range(250):
+        c.incr('joined', i)
+    c.processor.enqueue(b'direct:1|c')
+    assert c.processor.queue.unfinished == 251
+    await c.start()
+    await asyncio.wait_for(c.processor.queue.join(), 10)
+    assert c.processor.queue.unfinished == 0
+    assert len(server.lines) == 251  # already handed to the transport, no waiting
+    assert c.sent == 251
+    await c.stop()
+    assert c.sent == c.enqueued + 1  # the direct payload too
+    assert c.dropped == 0
+
+
+async def test_enqueue_takes_the_metric_path_and_raises_when_full() -> None:
+    """Processor.enqueue queues through offer() and raises QueueFull when full."""
+    p = Processor(host='statsd.test', max_queue_size=1, transport_factory=MemoryServer())
+    p.enqueue(b'a:1|c')
+    with pytest.raises(asyncio.QueueFull):
+        p.enqueue(b'b:1|c')
+    assert p.queue.qsize() == 1
+    p.abandon_queue()
+    assert p.dropped == 1
+    await asyncio.wait_for(p.queue.join(), 1)  # abandoned payloads are done too
+
+
+async def test_sent_is_counted_by_the_connections_and_kept_across_them() -> None:
+    """sent adds up what every connection handed over, closed ones included."""
+    server = MemoryServer()
+    c = Connector('statsd.test', 8125, transport_factory=server, **FAST)
+    await c.start()
+    c.incr('a')
+    await server.wait_for_lines(1)
+    server.connections[0].lose(ConnectionResetError())  # the first connection ends
+    await server.wait_for(lambda: len(server.connections) == 2, what='a reconnection')
+    c.incr('b')
+    await server.wait_for_lines(2)
+    await c.stop()
+    assert c.sent == 2
+    assert c.processor.dropped == 0
+    assert_accounted(c)

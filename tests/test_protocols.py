@@ -32,6 +32,27 @@ async def test_payload_queue_is_an_asyncio_queue() -> None:
     assert queue.take(10) == []
 
 
+async def test_payload_queue_join_counts_every_way_in_and_out() -> None:
+    """join() waits for task_done of every payload, however it was queued or removed."""
+    queue = PayloadQueue(maxsize=10)
+    assert queue.offer(b'a')
+    queue.put_nowait(b'b')
+    assert queue.offer(b'c')
+    assert queue.unfinished == 3
+    joined = asyncio.ensure_future(queue.join())
+    assert queue.get_nowait() == b'a'
+    assert queue.take(5) == [b'b', b'c']
+    queue.task_done(2)
+    await asyncio.sleep(0)
+    assert not joined.done()  # one payload is still not marked done
+    queue.task_done()
+    await asyncio.wait_for(joined, 5)
+    assert queue.unfinished == 0
+    with pytest.raises(ValueError, match='too many'):
+        queue.task_done()
+    await asyncio.wait_for(queue.join(), 5)  # nothing unfinished: returns at once
+
+
 async def test_buffered_data_round_trips_for_1_0_code() -> None:
     """buffered_data reads and writes the unsent payloads as newline-terminated bytes."""
     protocol = TCPProtocol()

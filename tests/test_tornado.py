@@ -19,7 +19,7 @@ from tornado import httpclient, httpserver, testing, web
 
 import sprockets_statsd.tornado
 from sprockets_statsd import AbstractConnector, ConfigurationError, Connector
-from tests.helpers import StatsdServer
+from tests.helpers import StatsdServer, UnixDatagramReceiver
 
 TIMEOUT = 10.0
 ENVIRONMENT = ('STATSD_HOST', 'STATSD_PORT', 'STATSD_PREFIX', 'STATSD_PROTOCOL',
@@ -202,6 +202,27 @@ async def test_unix_socket_from_settings_and_environment(monkeypatch: pytest.Mon
             monkeypatch.setenv('STATSD_HOST', f'unix:{path}')
             await run_app(App(statsd={'prefix': 'env'}), 'GET')
             lines = await server.wait_for_lines(4 * 5)
+    assert len(lines_starting(lines, b'app.timers.TimedHandler.GET.204:')) == 3
+    assert len(lines_starting(lines, b'env.timers.TimedHandler.GET.204:')) == 1
+
+
+async def test_unix_datagram_socket_from_settings_and_environment(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """host unixgram:/path, or protocol unixgram with a path, sends Unix datagrams."""
+    receiver = UnixDatagramReceiver()
+    try:
+        for statsd in ({'host': f'unixgram:{receiver.path}'},
+                       {'protocol': 'unixgram', 'host': receiver.path},
+                       {'protocol': 'udp', 'host': f'unixgram:{receiver.path}'}):
+            app = App(statsd={**statsd, 'prefix': 'app'})
+            assert app.settings['statsd']['protocol'] == 'unixgram'
+            assert app.settings['statsd']['host'] == f'unixgram:{receiver.path}'
+            await run_app(app, 'GET')
+        monkeypatch.setenv('STATSD_HOST', f'unixgram:{receiver.path}')
+        await run_app(App(statsd={'prefix': 'env'}), 'GET')
+        lines = b'\n'.join(receiver.datagrams(4 * 5)).split(b'\n')
+    finally:
+        receiver.close()
     assert len(lines_starting(lines, b'app.timers.TimedHandler.GET.204:')) == 3
     assert len(lines_starting(lines, b'env.timers.TimedHandler.GET.204:')) == 1
 

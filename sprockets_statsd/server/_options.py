@@ -370,9 +370,11 @@ def options() -> list[Option]:
           'logfmt (key=value pairs, the default) or json; one line per record',
           _log_format, 'FORMAT'),
         o(('--histogram',), 'histograms', 'STATSD_HISTOGRAM',
-          'histogram for timers whose key contains METRIC, with the bins\' '
-          'upper bounds (last may be inf); repeatable, first match wins; '
-          'separate several with ";" in the variable',
+          'histogram for timers (ms, h, d) whose key contains METRIC, or '
+          'starts with it when it ends with * ("api.*", "*" for all), with '
+          'the bins\' upper bounds (last may be inf), also a Prometheus '
+          'histogram on /metrics; repeatable, first match wins; separate '
+          'several with ";" in the variable',
           _histogram, 'METRIC=BIN,...', repeat=';'),
         o(('--timer-metrics',), 'calculated_timer_metrics', 'STATSD_TIMER_METRICS',
           'comma-separated timer statistics to send (default all)',

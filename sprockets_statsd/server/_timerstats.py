@@ -243,13 +243,20 @@ def with_totals(
 def histogram_bins(
     key: str, histograms: Sequence[tuple[str, Sequence[float]]]
 ) -> Sequence[float]:
-    """The bins of the first histogram whose metric occurs in `key`.
+    """The bins of the first histogram whose metric matches `key`.
+
+    A metric ending with ``*`` matches the keys that start with the text
+    before it (``api.*``; ``*`` alone matches every timer); any other
+    metric matches the keys that contain it, as in the reference.
 
     :param key: the timer's key
     :param histograms: ``histograms`` from the configuration
     """
     for metric, bins in histograms:
-        if metric in key:
+        if metric[-1:] == '*':
+            if key.startswith(metric[:-1]):
+                return bins
+        elif metric in key:
             return bins
     return ()
 

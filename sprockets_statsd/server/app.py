@@ -344,7 +344,9 @@ class Server:
                 http = []
         if http:
             self.frames = FrameStore(config.frame_length)
-            self.collector = StatsdCollector(config.aggregator.percent_thresholds)
+            self.collector = StatsdCollector(
+                config.aggregator.percent_thresholds, config.aggregator.histograms
+            )
             self.query = QueryService(self.frames, self.collector, self.status)
             for (host, port), required in http:
                 listeners.bind_or_warn(self.query.bind, host, port, 'the load sink', required)

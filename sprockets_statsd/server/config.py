@@ -109,9 +109,11 @@ class AggregatorConfig:
         ``None`` follows `delete_idle_stats`
     :param gauges_max_ttl: flushes a gauge survives without updates when
         gauges are deleted (``gaugesMaxTTL``)
-    :param histograms: ``(metric substring, bins)`` pairs; the first pair
-        whose substring occurs in a timer's key applies; ``math.inf`` is the
-        catch-all bin (``histogram``)
+    :param histograms: ``(metric, bins)`` pairs; the first pair whose
+        metric occurs in a timer's key applies, or, for a metric ending with
+        ``*``, whose key starts with the text before the ``*``; ``math.inf``
+        is the catch-all bin (``histogram``).  Such timers are Prometheus
+        histograms on ``/metrics``
     :param calculated_timer_metrics: timer statistics to send; ``None``
         sends all (``calculatedTimerMetrics``)
     :param max_names: counter, timer, gauge and set names held at once;

@@ -14,13 +14,19 @@ before the first ``;`` has every character other than ``[A-Za-z0-9_]``
 replaced by ``_`` (and gets a leading ``_`` if it starts with a digit);
 the ``;k=v`` tags become labels.  Counters are exposed as ``<name>_total``,
 timers as the summary ``<name>_seconds``, gauges and sets as ``<name>``.
+A timer with histogram bins (``--histogram``) is the histogram
+``<name>_seconds`` instead: cumulative ``_bucket{le}`` counts of the values
+at most each bound, which, unlike quantiles, add up across servers and
+over time.
 """
 
 from __future__ import annotations
 
 import array
+import bisect
 import io
 import logging
+import math
 import re
 import types
 import typing
@@ -32,6 +38,7 @@ from prometheus_client.utils import floatToGoString
 
 from sprockets_statsd.server._finite import saturate, saturated, total
 from sprockets_statsd.server._jsnumber import js_round
+from sprockets_statsd.server._timerstats import histogram_bins
 from sprockets_statsd.server.aggregator import Snapshot
 
 __all__ = ['CONTENT_TYPE', 'StatsdCollector', 'prometheus_labels', 'prometheus_name']
@@ -45,6 +52,7 @@ _COUNTER_DOC = 'statsd counter: the total since the server started'
 _TIMER_DOC = 'statsd timer: quantiles of the latest flush with values, totals since the start'
 _GAUGE_DOC = 'statsd gauge'
 _SET_DOC = 'statsd set: distinct members in the last flush'
+_HISTOGRAM_DOC = 'statsd timer with histogram bins: totals since the start'
 
 _INVALID = re.compile(r'[^A-Za-z0-9_]')
 # The same replacement for ASCII text, in one C call instead of a regex.
@@ -138,6 +146,9 @@ class _Timer(typing.NamedTuple):
     count_total: float = 0.0
     seconds_total: float = 0.0
     quantiles: tuple[tuple[float, float], ...] = ()
+    #: ``(bound in seconds, total of values at most it)`` per finite bin
+    #: bound, for a timer with histogram bins; empty for a summary.
+    buckets: tuple[tuple[float, float], ...] = ()
 
 
 class _State(typing.NamedTuple):
@@ -158,10 +169,18 @@ class StatsdCollector(Collector):
     since each flush replaces the state a scrape reads in one assignment.
 
     :param percent_thresholds: the timer percentiles to expose as quantiles
+    :param histograms: the configured ``(metric, bins)`` pairs
+        (:attr:`.AggregatorConfig.histograms`): a timer they give bins to is
+        exposed as a histogram with those bounds, in seconds
     """
 
-    def __init__(self, percent_thresholds: Sequence[float] = (90.0,)) -> None:
+    def __init__(
+        self,
+        percent_thresholds: Sequence[float] = (90.0,),
+        histograms: Sequence[tuple[str, Sequence[float]]] = (),
+    ) -> None:
         self._thresholds = tuple(percent_thresholds)
+        self._histograms = tuple(histograms)
         self._state = _State()
         #: Flushes taken in: a scrape's output changes only when it does.
         self.generation = 0
@@ -192,6 +211,7 @@ class StatsdCollector(Collector):
                 timer = _Timer(
                     timer.count_total, saturate(timer.seconds_total + seconds),
                     _quantiles(values, self._thresholds),
+                    self._buckets(key, values, count / len(values), timer.buckets),
                 )
             timers[key] = timer._replace(
                 count_total=saturate(timer.count_total + count)
@@ -199,6 +219,32 @@ class StatsdCollector(Collector):
         sets = {key: len(members) for key, members in snapshot.sets.items()}
         self._state = _State(counters, timers, snapshot.gauges, sets)
         self.generation += 1
+
+    def _buckets(
+        self,
+        key: str,
+        values: Sequence[float],
+        scale: float,
+        old: tuple[tuple[float, float], ...],
+    ) -> tuple[tuple[float, float], ...]:
+        """The running bucket totals of `key` after one flush's `values`.
+
+        Scaled like the count (`scale` is the count over the values kept),
+        so that the ``+Inf`` bucket, which is the count, stays the largest.
+        """
+        bins = histogram_bins(key, self._histograms) if self._histograms else ()
+        if not bins:
+            return ()
+        totals = dict(old)
+        # Prometheus buckets hold the values *at most* their bound, hence
+        # bisect_right; values arrive sorted, in milliseconds.
+        return tuple(
+            (bound / 1000, saturate(
+                totals.get(bound / 1000, 0.0) + bisect.bisect_right(values, bound) * scale
+            ))
+            for bound in bins
+            if bound != math.inf
+        )
 
     def describe(self) -> Iterable[Metric]:
         """Nothing up front: the names are known only once metrics arrive."""
@@ -328,10 +374,22 @@ class StatsdCollector(Collector):
                 index, name, labels = made
                 add(index, name + '_total', labels, state.counters[key])
         for key in sorted(state.timers):
+            timer = state.timers[key]
+            if timer.buckets:
+                made = family(key, 'histogram', _HISTOGRAM_DOC,
+                              ('_bucket', '_sum', '_count'), 'seconds')
+                if made:
+                    index, name, labels = made
+                    for bound, value in timer.buckets:
+                        add(index, name + '_bucket', {**labels, 'le': repr(bound)}, value)
+                    add(index, name + '_bucket', {**labels, 'le': '+Inf'},
+                        timer.count_total)
+                    add(index, name + '_sum', labels, timer.seconds_total)
+                    add(index, name + '_count', labels, timer.count_total)
+                continue
             made = family(key, 'summary', _TIMER_DOC, ('_sum', '_count'), 'seconds')
             if made:
                 index, name, labels = made
-                timer = state.timers[key]
                 for quantile, value in timer.quantiles:
                     add(index, name, {**labels, 'quantile': _format_quantile(quantile)},
                         value)

@@ -55,12 +55,12 @@ _sanitized: dict[str, str] = {}
 class GraphiteStats:
     """What one sink's *previous* send looked like (``graphiteStats``).
 
-    The reference starts with `last_flush` and `last_exception` set to its
-    startup time; pass that to reproduce it, ``None`` renders as ``0``.
+    The reference starts with `last_flush` set to its startup time and
+    `last_exception` at 0; ``None`` renders as ``0``.
 
     :param last_flush: unix seconds of the last successful send
     :param last_exception: unix seconds of the last failed send
-    :param flush_time: milliseconds the last send took
+    :param flush_time: whole milliseconds the last send took
     :param flush_length: bytes of the last send
     """
 

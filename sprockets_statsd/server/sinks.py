@@ -153,12 +153,10 @@ class Sink(abc.ABC):
         executor: concurrent.futures.Executor | None = None,
     ) -> None:
         self.config = config
-        # Like the reference, which starts both at its startup time.
-        started = js_round(time.time())
         #: What the sink reports about its previous send, as Graphite lines.
-        self.stats = graphite.GraphiteStats(
-            last_flush=started, last_exception=started
-        )
+        #: Like the reference (since 2020), `last_flush` starts at the
+        #: startup time and `last_exception` at 0.
+        self.stats = graphite.GraphiteStats(last_flush=js_round(time.time()))
         #: Flushes given up on (buffer full, a failed write, or undelivered
         #: at shutdown).
         self.dropped_flushes = 0
@@ -332,7 +330,8 @@ class Sink(abc.ABC):
     def _sent(self, started: float, length: int) -> None:
         """Record a successful send that began at `started` (perf_counter)."""
         self.stats.last_flush = js_round(time.time())
-        self.stats.flush_time = (time.perf_counter() - started) * 1000
+        # Whole milliseconds, like the reference's Date.now() difference.
+        self.stats.flush_time = js_round((time.perf_counter() - started) * 1000)
         self.stats.flush_length = length
 
     def _done(self) -> bool:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
+import time
 
 import pytest
+import whisper  # type: ignore[import-untyped]
+from carbon.util import TaggedSeries  # type: ignore[import-untyped]
 
-from tests.server.carbon import carbon_cache
-from tests.server.helpers import running_server, send_udp
+from tests.server.carbon import WRITE_TIMEOUT, CarbonCache, carbon_cache
+from tests.server.helpers import running_server, send_udp, wait_until
 
 
 @pytest.mark.slow
@@ -29,3 +33,42 @@ async def test_flushes_land_in_whisper(tmp_path: pathlib.Path) -> None:
         async with running_server(sinks=[sink], flush_interval=3600) as server:
             send_udp(server.udp_addresses[0], b'carbon_test.final:-4|g')
         await carbon.wait_for_value('stats.gauges.carbon_test.final', -4)
+
+
+def _whisper_path(carbon: CarbonCache, series: str) -> pathlib.Path:
+    """Where carbon stores a tagged `series` (named by its hash)."""
+    encoded = TaggedSeries.encode(series, os.sep, hash_only=True)
+    return carbon.whisper_dir / (encoded + '.wsp')
+
+
+def _stored(path: pathlib.Path) -> list[float]:
+    """The non-empty values of a whisper file over the last ten minutes."""
+    if not path.exists():
+        return []
+    try:
+        fetched = whisper.fetch(str(path), time.time() - 600)
+    except whisper.CorruptWhisperFile:
+        return []  # carbon is still writing the file's header: look again
+    return [v for v in fetched[1] if v is not None] if fetched else []
+
+
+@pytest.mark.slow
+async def test_two_orderings_of_a_tag_set_are_one_whisper_series(
+    tmp_path: pathlib.Path,
+) -> None:
+    """``#b:2,a:1``, ``#a:1,b:2`` and ``,b=2,a=1`` in one interval become
+    one series in carbon holding the sum.  (Carbon sorts tags too, so
+    separate lines per ordering would land in one file where the last
+    write wins.)"""
+    async with carbon_cache(tmp_path) as carbon:
+        sink = ('127.0.0.1', carbon.line_port)
+        async with running_server(sinks=[sink], flush_interval=3600) as server:
+            send_udp(server.udp_addresses[0],
+                     b'tagtest.hits:1|c|#b:2,a:1\ntagtest.hits:2|c|#a:1,b:2\n'
+                     b'tagtest.hits,b=2,a=1:4|c')
+        counts = _whisper_path(carbon, 'stats_counts.tagtest.hits;a=1;b=2')
+        rates = _whisper_path(carbon, 'stats.tagtest.hits;a=1;b=2')
+        await wait_until(lambda: 7 in _stored(counts), WRITE_TIMEOUT,
+                         f'the sum 7 in {counts}')
+        assert _stored(counts) == [7]
+        assert set((carbon.whisper_dir / '_tagged').rglob('*.wsp')) == {counts, rates}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import socket
 import stat
@@ -16,6 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from sprockets_statsd.client import StatsClient
 from sprockets_statsd.server.app import Server
 from tests.server.helpers import DEFAULT_TIMEOUT, FakeCarbon, running_server
+
+HISTOGRAMS = {'histograms': (('lat*', (15.0, math.inf)),)}
 
 
 def _metrics(server: Server) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -91,6 +94,9 @@ async def _check_datadogpy_results(carbon: FakeCarbon, server: Server) -> None:
     labels = {'env': 'prod', 'region': 'eu'}
     await _wait_for_metric(server, 'page_views_total', labels, 3)
     await _wait_for_metric(server, 'lat_seconds_count', labels, 3)
+    # h, d and ms alike fall into the --histogram bins: 10 ms <= 15 ms.
+    await _wait_for_metric(server, 'lat_seconds_bucket', {**labels, 'le': '0.015'}, 1)
+    await _wait_for_metric(server, 'lat_seconds_bucket', {**labels, 'le': '+Inf'}, 3)
     await _wait_for_metric(server, 'temp', labels, 21.5)
 
 
@@ -101,7 +107,8 @@ async def test_datadogpy_over_udp() -> None:
     Graphite lines and /metrics show the tags as sent, nothing else.
     """
     async with FakeCarbon() as carbon, running_server(
-        sinks=[(carbon.host, carbon.port)], load_sinks=(('127.0.0.1', 0),)
+        sinks=[(carbon.host, carbon.port)], load_sinks=(('127.0.0.1', 0),),
+        aggregator=HISTOGRAMS,
     ) as server:
         host, port = server.udp_addresses[0][:2]
         client = _dogstatsd(host=host, port=port, container_id='abc123')
@@ -119,6 +126,7 @@ async def test_datadogpy_over_a_unix_datagram_socket(tmp_path: os.PathLike[str])
         sinks=[(carbon.host, carbon.port)],
         load_sinks=(('127.0.0.1', 0),),
         unix_datagram=path,
+        aggregator=HISTOGRAMS,
     ) as server:
         assert path in server.udp_addresses
         client = _dogstatsd(socket_path=path, container_id='abc123')

@@ -36,6 +36,8 @@ class Exposed:
     def samples(self) -> tuple[dict[str, str], Samples]:
         """The family types and (sample name, sorted labels) -> value."""
         text = generate_latest(self.registry).decode()
+        # /metrics renders without prometheus_client: the same bytes.
+        assert self.collector.exposition().decode() == text
         families = list(text_string_to_metric_families(text))
         return (
             {f.name: f.type for f in families},

@@ -168,7 +168,10 @@ class CarbonCache(_CarbonDaemon):
 
     def values(self, name: str) -> list[float]:
         """The stored, non-empty values of `name` over the last ten minutes."""
-        path = self.whisper_dir / (name.replace('.', '/') + '.wsp')
+        return self.stored(self.whisper_dir / (name.replace('.', '/') + '.wsp'))
+
+    def stored(self, path: pathlib.Path) -> list[float]:
+        """The stored, non-empty values of the whisper file at `path`."""
         if not path.exists():
             return []
         try:

@@ -26,7 +26,7 @@ class Exposed:
     def __init__(self, **settings: object) -> None:
         config = AggregatorConfig(**settings)  # type: ignore[arg-type]
         self.aggregator = Aggregator(config)
-        self.collector = StatsdCollector(config.percent_thresholds)
+        self.collector = StatsdCollector(config.percent_thresholds, config.histograms)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.collector)
 

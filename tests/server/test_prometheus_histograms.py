@@ -4,56 +4,34 @@ from __future__ import annotations
 
 import math
 
-from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import generate_latest
-from prometheus_client.parser import text_string_to_metric_families
-
 from sprockets_statsd.server._timerstats import histogram_bins
 from sprockets_statsd.server.aggregator import Aggregator
 from sprockets_statsd.server.config import AggregatorConfig
 from sprockets_statsd.server.graphite import GraphiteStats, render
-from sprockets_statsd.server.prometheus import StatsdCollector
+from tests.server import test_prometheus as prometheus
 
 BINS = ('api.*', (10.0, 100.0, math.inf))
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
-class Exposed:
+class Exposed(prometheus.Exposed):
     """An aggregator feeding a collector that knows the histogram bins."""
 
     def __init__(self, *histograms: tuple[str, tuple[float, ...]]) -> None:
-        config = AggregatorConfig(histograms=histograms)
-        self.aggregator = Aggregator(config)
-        self.collector = StatsdCollector(config.percent_thresholds, config.histograms)
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(self.collector)
+        super().__init__(histograms=histograms)
 
-    def flush(self, *packets: bytes) -> None:
-        for packet in packets:
-            self.aggregator.receive(packet)
-        self.collector.add(self.aggregator.flush(1_700_000_000))
-
-    def samples(self) -> tuple[dict[str, str], Samples]:
+    def both(self) -> tuple[dict[str, str], Samples]:
         """The family types and (sample name, sorted labels) -> value."""
-        text = generate_latest(self.registry).decode()
         # /metrics renders without prometheus_client: the same bytes.
-        assert self.collector.exposition().decode() == text
-        families = list(text_string_to_metric_families(text))
-        return (
-            {f.name: f.type for f in families},
-            {
-                (s.name, tuple(sorted(s.labels.items()))): s.value
-                for f in families
-                for s in f.samples
-            },
-        )
+        assert self.collector.exposition().decode() == self.text()
+        return {n: f.type for n, f in self.families().items()}, self.samples()
 
 
 def test_a_timer_with_bins_is_a_cumulative_histogram() -> None:
     """_bucket{le} counts values at most each bound, +Inf is the count."""
     exposed = Exposed(BINS)
     exposed.flush(b'api.lat:5|ms\napi.lat:10|ms\napi.lat:50|ms\napi.lat:500|ms')
-    types, samples = exposed.samples()
+    types, samples = exposed.both()
     assert types['api_lat_seconds'] == 'histogram'
     assert samples[('api_lat_seconds_bucket', (('le', '0.01'),))] == 2
     assert samples[('api_lat_seconds_bucket', (('le', '0.1'),))] == 3
@@ -68,7 +46,7 @@ def test_buckets_add_up_over_flushes_and_keep_tags() -> None:
     exposed.flush(b'api.lat:5|ms|#env:prod')
     exposed.flush(b'api.lat:50|ms|#env:prod')
     exposed.flush(b'')  # an idle flush changes nothing
-    _, samples = exposed.samples()
+    _, samples = exposed.both()
     assert samples[('api_lat_seconds_bucket', (('env', 'prod'), ('le', '0.01')))] == 1
     assert samples[('api_lat_seconds_bucket', (('env', 'prod'), ('le', '0.1')))] == 2
     assert samples[('api_lat_seconds_count', (('env', 'prod'),))] == 2
@@ -78,7 +56,7 @@ def test_ms_h_and_d_are_binned_alike() -> None:
     """Timers, DogStatsD histograms and distributions all get the bins."""
     exposed = Exposed(BINS)
     exposed.flush(b'api.a:5|ms\napi.b:5|h\napi.c:5:50|d')
-    types, samples = exposed.samples()
+    types, samples = exposed.both()
     for name in ('api_a', 'api_b', 'api_c'):
         assert types[f'{name}_seconds'] == 'histogram'
         assert samples[(f'{name}_seconds_bucket', (('le', '0.01'),))] == 1
@@ -89,7 +67,7 @@ def test_sampled_values_scale_the_buckets_like_the_count() -> None:
     """With ``@0.5`` every bucket counts double, as the count does."""
     exposed = Exposed(BINS)
     exposed.flush(b'api.lat:5|ms|@0.5\napi.lat:50|ms|@0.5')
-    _, samples = exposed.samples()
+    _, samples = exposed.both()
     assert samples[('api_lat_seconds_bucket', (('le', '0.01'),))] == 2
     assert samples[('api_lat_seconds_bucket', (('le', '+Inf'),))] == 4
 
@@ -98,7 +76,7 @@ def test_timers_without_bins_stay_summaries() -> None:
     """Only the timers the bins match become histograms."""
     exposed = Exposed(BINS)
     exposed.flush(b'db.lat:5|ms\nmyapi.lat:5|ms')
-    types, _ = exposed.samples()
+    types, _ = exposed.both()
     assert types['db_lat_seconds'] == 'summary'
     assert types['myapi_lat_seconds'] == 'summary'  # a prefix, not a substring
 
@@ -110,9 +88,9 @@ def test_histograms_of_two_servers_add_up() -> None:
     one.flush(b'\n'.join(lines))
     left.flush(b'\n'.join(lines[::2]))
     right.flush(b'\n'.join(lines[1::2]))
-    _, total = one.samples()
-    _, a = left.samples()
-    _, b = right.samples()
+    _, total = one.both()
+    _, a = left.both()
+    _, b = right.both()
     buckets = [key for key in total if key[0] == 'api_lat_seconds_bucket']
     assert len(buckets) == 3
     for key in buckets:

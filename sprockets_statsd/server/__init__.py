@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sprockets_statsd.server.aggregator import Aggregator
-from sprockets_statsd.server.app import Server, ServerConfig
-from sprockets_statsd.server.config import AggregatorConfig
+from sprockets_statsd.server.app import Server
+from sprockets_statsd.server.config import AggregatorConfig, ServerConfig
 
 __all__ = ['Aggregator', 'AggregatorConfig', 'Server', 'ServerConfig']

@@ -23,6 +23,7 @@ from sprockets_statsd._throttle import Throttle
 from sprockets_statsd.server._inspect import inspect_object
 from sprockets_statsd.server._jsnumber import format_js_number
 from sprockets_statsd.server.aggregator import Aggregator, MetricKind
+from sprockets_statsd.server.config import DEFAULT_ADMIN_HOST, DEFAULT_ADMIN_PORT
 from sprockets_statsd.server.graphite import GraphiteStats
 from sprockets_statsd.server.listeners import ListeningSockets, format_address
 from sprockets_statsd.server.status import HEALTH_DOWN, HEALTH_UP, ServerStatus
@@ -41,11 +42,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-#: The reference's ``mgmt_port``; loopback, since the console can delete
-#: metrics and take the node out of a load balancer.
-DEFAULT_ADMIN_HOST = '127.0.0.1'
-DEFAULT_ADMIN_PORT = 8126
 
 #: Longest command line, in bytes: room for long ``del*`` lists, small
 #: enough that a client cannot pin much memory with a line that never ends.

@@ -26,7 +26,7 @@ from sprockets_statsd.server._options import (
     options,
     parse_address,
 )
-from sprockets_statsd.server.config import AggregatorConfig
+from sprockets_statsd.server.config import AggregatorConfig, ServerConfig
 
 __all__ = ['build_parser', 'main', 'parse_address', 'settings_from']
 
@@ -115,7 +115,7 @@ class Settings:
     :param log_format: ``'logfmt'`` or ``'json'`` (``--log-format``)
     """
 
-    config: app.ServerConfig
+    config: ServerConfig
     level: int
     daemonize: bool = False
     pidfile: str | None = None
@@ -130,7 +130,7 @@ _PROCESS_FIELDS = ('daemonize', 'pidfile', 'log_file', 'log_format')
 def settings_from(
     argv: typing.Sequence[str] | None = None,
     environ: typing.Mapping[str, str] | None = None,
-) -> tuple[app.ServerConfig, int]:
+) -> tuple[ServerConfig, int]:
     """Build the server's configuration from arguments and environment.
 
     :param argv: the arguments (default ``sys.argv[1:]``)
@@ -188,7 +188,7 @@ def parse_settings(
     if 'repeat' in values:
         values['repeat'] = tuple(values['repeat'])
     try:
-        config = app.ServerConfig(aggregator=AggregatorConfig(**aggregator), **values)
+        config = ServerConfig(aggregator=AggregatorConfig(**aggregator), **values)
     except ConfigurationError as exc:  # pragma: no cover - checked per option
         parser.error(str(exc))
     try:
@@ -233,7 +233,7 @@ def _sinks_and_endpoints(
         values['admin'] = admin
 
 
-async def _serve(config: app.ServerConfig) -> int:
+async def _serve(config: ServerConfig) -> int:
     loop = asyncio.get_running_loop()
     server = app.Server(config)
     stop = asyncio.Event()

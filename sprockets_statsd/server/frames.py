@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from sprockets_statsd.errors import ConfigurationError
 from sprockets_statsd.server._finite import saturate, saturated, total
 from sprockets_statsd.server.aggregator import Snapshot
+from sprockets_statsd.server.config import DEFAULT_FRAME_LENGTH
 
 __all__ = [
     'DEFAULT_FRAME_LENGTH',
@@ -33,9 +34,6 @@ __all__ = [
     'TimerSummary',
     'Window',
 ]
-
-#: Seconds per frame: gstatsd's one-minute frames.
-DEFAULT_FRAME_LENGTH = 60.0
 
 #: Frames kept, so that ``/15`` covers a quarter of an hour.
 FRAME_COUNT = 15

@@ -54,7 +54,12 @@ from sprockets_statsd._throttle import Throttle
 from sprockets_statsd.server import graphite
 from sprockets_statsd.server._jsnumber import js_round
 from sprockets_statsd.server.aggregator import Snapshot
-from sprockets_statsd.server.config import AggregatorConfig
+from sprockets_statsd.server.config import (
+    DEFAULT_BUFFER_BYTES,
+    DEFAULT_BUFFER_FLUSHES,
+    DEFAULT_RECONNECT_MAX_DELAY,
+    AggregatorConfig,
+)
 from sprockets_statsd.server.listeners import format_address
 
 __all__ = [
@@ -69,16 +74,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Bytes of rendered flushes a sink keeps while it cannot deliver.
-DEFAULT_BUFFER_BYTES = 64 * 1024 * 1024
-
-#: Flushes a sink keeps while it cannot deliver: two hours at the default
-#: ten-second interval.
-DEFAULT_BUFFER_FLUSHES = 720
-
-#: Bounds of the exponential reconnect back-off, in seconds.
+#: The lower bound of the exponential reconnect back-off, in seconds (the
+#: upper one is :data:`.DEFAULT_RECONNECT_MAX_DELAY`).
 DEFAULT_RECONNECT_DELAY = 0.5
-DEFAULT_RECONNECT_MAX_DELAY = 30.0
 
 #: How long a connection attempt or the sending of one flush may take.
 DEFAULT_CONNECT_TIMEOUT = 5.0

@@ -11,6 +11,13 @@ loss and the CPU time per line of the server and of the proxy, read from
 name and sends each line on as a datagram of its own, so behind it the
 server always sees one line per datagram, whatever the clients packed.
 
+Loss is counted where it happens: the ``drops`` of each daemon's UDP
+socket in ``/proc/net/udp``.  The proxy runs as operators run it, with the
+kernel's default receive buffer (``net.core.rmem_default``), or with
+``--proxy-buffer BYTES`` through ``etsy/run.js``, which passes Node's
+``recvBufferSize`` to its sockets (capped at ``net.core.rmem_max``).  CPU
+per line is per line the server received.
+
 The server runs pinned to CPU 0, the proxy to CPU 1, the generator and
 this process unpinned (``--no-pin`` pins nothing).  Run from the
 repository root::
@@ -70,8 +77,10 @@ class Node(Daemon):  # type: ignore[misc]
 class Proxy(Daemon):  # type: ignore[misc]
     """proxy.js with one node: `node`."""
 
-    def __init__(self, node: Node, workdir: pathlib.Path, cpu: int | None) -> None:
-        super().__init__('proxy', node.carbon, node.flush_interval, 0, workdir, cpu=cpu)
+    def __init__(self, node: Node, workdir: pathlib.Path, cpu: int | None,
+                 receive_buffer: int) -> None:
+        super().__init__('proxy', node.carbon, node.flush_interval, receive_buffer,
+                         workdir, cpu=cpu)
         self.node = node
 
     def _command(self) -> tuple[list[str], dict[str, str]]:
@@ -85,7 +94,9 @@ class Proxy(Daemon):  # type: ignore[misc]
             f'  forkCount: 0, checkInterval: {CHECK_INTERVAL_MS}, cacheSize: 10000\n'
             '}\n'
         )
-        return ['node', str(ETSY / 'proxy.js'), str(config)], dict(os.environ)
+        env = dict(os.environ, BENCH_STATSD_SCRIPT='proxy.js',
+                   BENCH_UDP_RECEIVE_BUFFER=str(self.receive_buffer))
+        return ['node', str(HERE / 'etsy' / 'run.js'), str(ETSY), str(config)], env
 
 
 def step(node: Node, proxy: Proxy | None, lines: int, rate: int, duration: float
@@ -93,6 +104,7 @@ def step(node: Node, proxy: Proxy | None, lines: int, rate: int, duration: float
     """Send `rate` lines/s for `duration` s, through `proxy` if given."""
     carbon = node.carbon
     before = carbon.total
+    drops_before = _drops(node), _drops(proxy)
     cpu_before = node.cpu_seconds(), proxy.cpu_seconds() if proxy else 0.0
     target = proxy.port if proxy else node.port
     sent = generate(target, rate / lines, duration, lines, None)
@@ -102,27 +114,38 @@ def step(node: Node, proxy: Proxy | None, lines: int, rate: int, duration: float
         seen = carbon.flush_count()
         _carbon.wait_for(lambda: carbon.flush_count() >= seen + 2, 5.0)
     received = carbon.total - before
+    processed = max(received, 1)
     node_cpu = node.cpu_seconds() - cpu_before[0]
     proxy_cpu = (proxy.cpu_seconds() - cpu_before[1]) if proxy else 0.0
     return {
         'path': 'proxy' if proxy else 'direct', 'lines': lines, 'rate': rate,
         'generator_rate': sent['rate'] * lines, 'sent': sent_lines, 'received': received,
         'loss': 1 - received / sent_lines if sent_lines else 1.0,
-        'server_us_per_line': node_cpu / max(sent_lines, 1) * 1e6,
-        'proxy_us_per_line': proxy_cpu / max(sent_lines, 1) * 1e6,
+        'proxy_drops': (_drops(proxy) - drops_before[1]) * lines,
+        'server_drops': _drops(node) - drops_before[0],
+        'server_us_per_line': node_cpu / processed * 1e6,
+        'proxy_us_per_line': proxy_cpu / processed * 1e6,
         'proxy_busy': proxy_cpu / max(sent['elapsed'], 1e-9),
     }
 
 
+def _drops(daemon: Daemon | None) -> int:
+    """Datagrams the kernel dropped at `daemon`'s UDP socket so far."""
+    stats = daemon.udp_stats() if daemon is not None else None
+    return stats[1] if stats else 0
+
+
 def _table(rows: list[dict[str, typing.Any]]) -> str:
-    out = ['| lines/datagram | lines/s | path | loss | server CPU µs/line '
-           '| proxy CPU µs/line | proxy CPU busy | generator lines/s |',
-           '|---:|---:|---|---:|---:|---:|---:|---:|']
+    out = ['| lines/datagram | lines/s | path | loss | dropped at the proxy (lines) '
+           '| dropped at the server | server CPU µs/line | proxy CPU µs/line '
+           '| proxy CPU busy | generator lines/s |',
+           '|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|']
     for r in rows:
         proxy = f"{r['proxy_us_per_line']:.1f}" if r['path'] == 'proxy' else '-'
         busy = f"{r['proxy_busy']:.2f}" if r['path'] == 'proxy' else '-'
         out.append(
             f"| {r['lines']} | {r['rate']:,} | {r['path']} | {r['loss']:.2%} "
+            f"| {r['proxy_drops'] if r['path'] == 'proxy' else '-'} | {r['server_drops']} "
             f"| {r['server_us_per_line']:.1f} | {proxy} | {busy} "
             f"| {r['generator_rate']:,.0f} |")
     return '\n'.join(out)
@@ -134,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--quick', action='store_true', help='a tiny run to check the script')
     parser.add_argument('--duration', type=float, default=4.0, help='seconds per step')
     parser.add_argument('--shapes', default='1,20', help='lines per datagram to test')
+    parser.add_argument('--proxy-buffer', type=int, default=0,
+                        help="the proxy's SO_RCVBUF in bytes (default: rmem_default)")
     parser.add_argument('--no-pin', action='store_true', help='do not pin processes to CPUs')
     parser.add_argument('--json', type=pathlib.Path, help='also write the raw results here')
     args = parser.parse_args(argv)
@@ -151,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     carbon = _carbon.CarbonReceiver()
     carbon.start()
     node = Node(carbon, 1.0, 8 * 1024 * 1024, workdir, cpu=0 if pin else None)
-    proxy = Proxy(node, workdir, 1 if pin else None)
+    proxy = Proxy(node, workdir, 1 if pin else None, args.proxy_buffer)
     try:
         node.start()
         proxy.start()  # after the node: its first health check finds it up
@@ -173,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"`{command}`, {info['date']}, {info['nproc']} CPUs, Linux {info['kernel']}, "
           f"Python {info['python']}, Node {info['node']}, load average "
           f"{info['loadavg']} at the start and {info['loadavg_end']} at the end; "
+          f"rmem_default {info['rmem_default']}, rmem_max {info['rmem_max']}; "
           f"logs in {workdir}\n")
     print(_table(rows))
     if args.json:

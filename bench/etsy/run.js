@@ -29,6 +29,7 @@ if (size > 0) {
   };
 }
 
-const statsd = path.resolve(process.argv[2], 'stats.js');
+// BENCH_STATSD_SCRIPT=proxy.js runs the cluster proxy instead (bench/proxy.py).
+const statsd = path.resolve(process.argv[2], process.env.BENCH_STATSD_SCRIPT || 'stats.js');
 process.argv = [process.argv[0], statsd, path.resolve(process.argv[3])];
 require(statsd);

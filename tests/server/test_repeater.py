@@ -228,6 +228,45 @@ async def test_tcp_repeater_never_blocks_and_bounds_its_buffer() -> None:
     assert repeater.buffer.size == 0
 
 
+async def test_tcp_repeater_reconnects_after_the_target_restarts() -> None:
+    """When the target closes the connection (a restart), the repeater
+    connects again by itself and what it repeats afterwards arrives."""
+    async with StatsdServer('tcp') as receiver:
+        repeater = TCPRepeater(RepeatTarget('tcp', '127.0.0.1', receiver.port),
+                               reconnect_delay=0.05, reconnect_max_delay=0.1)
+        await repeater.start()
+        try:
+            repeater.repeat(b'before:1|c')
+            await receiver.wait_for_lines(1)
+            await receiver.restart()
+            await wait_until(lambda: receiver.connections == 2, DEFAULT_TIMEOUT,
+                             'a second connection')
+            repeater.repeat(b'after:1|c')
+            await receiver.wait_for_lines(2)
+        finally:
+            await repeater.close(DEFAULT_TIMEOUT)
+        assert receiver.lines == [b'before:1|c', b'after:1|c']
+        assert repeater.dropped == 0
+
+
+async def test_tcp_repeater_drops_what_it_cannot_deliver_by_shutdown(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Packets still buffered when the shutdown timeout ends (the target
+    never listened) are dropped, counted and logged."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(('127.0.0.1', 0))  # bound, never listening
+        repeater = TCPRepeater(RepeatTarget('tcp', '127.0.0.1', sock.getsockname()[1]),
+                               reconnect_delay=0.05, reconnect_max_delay=0.1)
+        await repeater.start()
+        for i in range(5):
+            repeater.repeat(f'n{i}:1|c'.encode())
+        with caplog.at_level(logging.WARNING):
+            await repeater.close(0.2)
+    assert (repeater.sent, repeater.dropped) == (0, 5)
+    assert any('5 packet(s) not delivered' in r.getMessage() for r in caplog.records)
+
+
 async def test_repeaters_hand_every_packet_on_after_repeating() -> None:
     """The wrapped receiver gets every packet, repeat or not; without
     targets the receiver is used as it is."""

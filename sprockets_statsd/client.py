@@ -21,6 +21,7 @@ import typing
 from collections.abc import Callable, Mapping
 
 from sprockets_statsd import _emitter
+from sprockets_statsd._booleans import parse_boolean
 from sprockets_statsd._packing import MAX_UNIX_DATAGRAM_SIZE, datagrams
 from sprockets_statsd._ports import check_port
 from sprockets_statsd._syncbase import Pipeline, StatsClientBase
@@ -378,12 +379,13 @@ def from_env(
         return env.get(name) or None
 
     host = get('STATSD_HOST') or 'localhost'
-    ipv6_text = (get('STATSD_IPV6') or '0').strip().lower()
-    if ipv6_text not in _BOOLEANS:
+    ipv6_text = get('STATSD_IPV6') or '0'
+    ipv6 = parse_boolean(ipv6_text)
+    if ipv6 is None:
         raise ConfigurationError(
-            f'STATSD_IPV6 must be 0 or 1 (or true/false, yes/no, on/off), not {ipv6_text!r}'
+            f'STATSD_IPV6 must be 0 or 1 (or true/false, yes/no, on/off), '
+            f'not {ipv6_text.strip().lower()!r}'
         )
-    ipv6 = _BOOLEANS[ipv6_text]
     options: dict[str, int] = {}
     for name, keyword, default in (
         ('STATSD_PORT', 'port', 8125),
@@ -417,8 +419,3 @@ def from_env(
             f'or set STATSD_IPV6={switch} if the server listens on {other}'
         ) from error
 
-
-_BOOLEANS = {
-    '0': False, 'false': False, 'no': False, 'off': False,
-    '1': True, 'true': True, 'yes': True, 'on': True,
-}

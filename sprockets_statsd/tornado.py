@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from tornado import web
 
 from sprockets_statsd import metrics
+from sprockets_statsd._booleans import parse_boolean
 from sprockets_statsd._ports import check_port
 from sprockets_statsd.connector import AbstractConnector, Connector
 from sprockets_statsd.errors import ConfigurationError
@@ -25,9 +26,6 @@ __all__ = ['Application', 'RequestHandler']
 
 logger = logging.getLogger(__name__)
 
-#: Spellings of "on" for ``STATSD_ENABLED``, besides a non-zero integer
-#: (the same words sprockets-statsd 1.0 accepted).
-_TRUTHY_WORDS = frozenset({'yes', 'true', 't', 'on'})
 
 # The Connector tells a Unix socket by its host and ignores ip_protocol then.
 _IP_PROTOCOLS = {'tcp': socket.IPPROTO_TCP, 'udp': socket.IPPROTO_UDP,
@@ -104,7 +102,8 @@ def _parse_enabled(value: object, source: str) -> bool:
         try:
             return int(value) != 0
         except ValueError:
-            return value.strip().lower() in _TRUTHY_WORDS
+            # Any other text (a false word, or none) means off, as in 1.0.
+            return parse_boolean(value) is True
     raise ConfigurationError(
         f'{source} must be a bool, an int or a string such as "yes" or "0", '
         f'not {value!r}'

@@ -15,6 +15,8 @@ import math
 import re
 import typing
 
+from sprockets_statsd._booleans import FALSE_WORDS as FALSE
+from sprockets_statsd._booleans import TRUE_WORDS as TRUE
 from sprockets_statsd._ports import MAX_PORT, check_port
 from sprockets_statsd.errors import ConfigurationError
 from sprockets_statsd.server import logs
@@ -41,9 +43,6 @@ LOG_LEVELS = {
     'warning': logging.WARNING,
     'error': logging.ERROR,
 }
-
-TRUE = {'1', 'true', 'yes', 'on'}
-FALSE = {'0', 'false', 'no', 'off'}
 
 _SIZE = re.compile(r'(\d+)\s*([kmg]?)(?:i?b)?', re.IGNORECASE)
 

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -368,9 +369,15 @@ def render(
     start = timer()
     names = _Names.of(config)
     end = f' {snapshot.timestamp}\n'
-    body = ''.join(_body(snapshot, timer_data, config, names, end, CHUNK_NAMES))
+    # Encoded piece by piece into one buffer, whose bytes getvalue() hands
+    # over without a copy: the payload is held once, not three times (the
+    # pieces, their join and its encoding).
+    payload = io.BytesIO()
+    for chunk in _body(snapshot, timer_data, config, names, end, CHUNK_NAMES):
+        payload.write(chunk.encode())
     elapsed = timer() - start
-    return (body + _own_lines(snapshot, config, stats, names, end, elapsed)).encode()
+    payload.write(_own_lines(snapshot, config, stats, names, end, elapsed).encode())
+    return payload.getvalue()
 
 
 def render_chunks(

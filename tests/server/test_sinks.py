@@ -218,3 +218,38 @@ async def test_a_flush_that_cannot_be_rendered_is_dropped_and_counted(
     assert carbon.timestamps() == [second.timestamp]
     assert sink.dropped_flushes == 1
     assert 'cannot render a flush' in caplog.text
+
+
+async def test_stream_sink_writes_a_large_flush_in_chunks(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The stream sink renders a flush as it writes it, chunk by chunk, all
+    of it; a flush that cannot be rendered is dropped, counted and logged,
+    and the next one is still written."""
+    config = AggregatorConfig(flush_interval=1.0)
+    aggregator = Aggregator(config)
+    names = 3 * graphite.CHUNK_NAMES
+    for start in range(0, names, 512):
+        aggregator.receive(b'\n'.join(b'big.%d:1|c' % i for i in range(start, start + 512)))
+    big = aggregator.flush(1_700_000_000)
+    writes: list[int] = []
+
+    class Recording(io.BytesIO):
+        def write(self, data: typing.Any) -> int:
+            writes.append(len(data))
+            return super().write(data)
+
+    stream = Recording()
+    sink = StreamSink(stream, config)
+    broken = dataclasses.replace(big, timer_statistics=None)  # type: ignore[arg-type]
+    sink.start()
+    sink.submit(broken)
+    sink.submit(big)
+    await asyncio.wait_for(sink.close(DEFAULT_TIMEOUT), DEFAULT_TIMEOUT)
+    assert sink.dropped_flushes == 1
+    assert 'cannot render a flush' in caplog.text
+    text = stream.getvalue()
+    assert text.count(b'\n') == 2 * (names + 3) + 7  # two lines a counter, 7 own
+    assert len(writes) >= 4  # three chunks of counters, then the server's own lines
+    assert max(writes) < len(text) / 2
+    assert sink.stats.flush_length == len(text)

@@ -23,19 +23,21 @@ import operator
 import re
 import threading
 import types
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, ItemsView, Iterator, Mapping, Sequence, ValuesView
 
-from sprockets_statsd.server._finite import saturated
+from sprockets_statsd.server._finite import saturate, saturated
 from sprockets_statsd.server._jsnumber import format_js_number, js_round
 from sprockets_statsd.server._timertotals import TimerTotals
 from sprockets_statsd.server.config import AggregatorConfig
 
 __all__ = [
+    'SingleValue',
     'TimerStatistics',
     'bin_name',
     'histogram_bins',
     'idle_timer_stats',
     'percent_suffix',
+    'single_value_names',
     'timer_stats',
     'with_totals',
 ]
@@ -263,6 +265,74 @@ def histogram_bins(
     return ()
 
 
+@functools.lru_cache(maxsize=_NAME_CACHE_SIZE)
+def single_value_names(thresholds: tuple[float, ...]) -> tuple[str, ...]:
+    """The statistics of a timer with one value, in emission order.
+
+    :param thresholds: ``percent_thresholds``
+    """
+    names: list[str] = []
+    for pct in thresholds:
+        names.extend(_threshold_names(pct))
+    return (*names, *_SINGLE_VALUE_TAIL)
+
+
+# The statistics after the thresholds' (see timer_stats).
+_SINGLE_VALUE_TAIL = ('std', 'upper', 'lower', 'count', 'count_ps', 'sum',
+                      'sum_squares', 'mean', 'median')
+
+
+class SingleValue(Mapping[str, float]):
+    """The statistics of a timer that got one value, as :func:`timer_stats`.
+
+    Holds the value and the counts; the mapping is built when read.  Every
+    threshold's count is 1, ``std`` is 0, the sums are the value and its
+    square (saturated, see ``_finite``).
+
+    :param names: the statistics' names (:func:`single_value_names`)
+    :param value: the one value
+    :param count: the rate-scaled sample count
+    :param count_ps: the count per second
+    """
+
+    __slots__ = ('count', 'count_ps', 'names', 'value')
+
+    def __init__(
+        self, names: tuple[str, ...], value: float, count: float, count_ps: float
+    ) -> None:
+        self.names = names
+        self.value = value
+        self.count = count
+        self.count_ps = count_ps
+
+    @property
+    def square(self) -> float:
+        """The value's square, saturated."""
+        return saturate(self.value * self.value)
+
+    def values_in_order(self) -> tuple[float, ...]:
+        """The statistics' values, in the order of :attr:`names`."""
+        v, square = self.value, self.square
+        thresholds = (len(self.names) - len(_SINGLE_VALUE_TAIL)) // 5
+        return (1, v, v, v, square) * thresholds + (
+            0.0, v, v, self.count, self.count_ps, v, square, v, v)
+
+    def __getitem__(self, name: str) -> float:
+        return dict(zip(self.names, self.values_in_order(), strict=True))[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def items(self) -> ItemsView[str, float]:
+        return dict(zip(self.names, self.values_in_order(), strict=True)).items()
+
+    def values(self) -> ValuesView[float]:
+        return dict(zip(self.names, self.values_in_order(), strict=True)).values()
+
+
 class TimerStatistics:
     """The statistics of one flush's timers, computed once, when first read.
 
@@ -324,8 +394,16 @@ class TimerStatistics:
         idle: Mapping[str, float] | None = None
         data: dict[str, Mapping[str, float]] = {}
         totals = self._totals
+        # Most timers of a big flush got one value: their statistics are
+        # that value, its square and the count, kept as such (a fraction of
+        # the work) where no filter or histogram changes the list.
+        single = None if wanted or histograms else single_value_names(thresholds)
         for key, values in self._timers.items():
             if values:
+                if single is not None and len(values) == 1 and key not in totals:
+                    count = counts[key]
+                    data[key] = SingleValue(single, values[0], count, count / interval)
+                    continue
                 bins = histogram_bins(key, histograms) if histograms else ()
                 exact = totals.get(key)
                 if exact is None:

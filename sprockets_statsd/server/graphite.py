@@ -24,6 +24,7 @@ from typing import TypeVar
 
 from sprockets_statsd.server._finite import saturate
 from sprockets_statsd.server._jsnumber import format_js_number, js_round
+from sprockets_statsd.server._timerstats import SingleValue
 from sprockets_statsd.server.aggregator import Snapshot
 from sprockets_statsd.server.config import AggregatorConfig
 from sprockets_statsd.server.parser import sanitize_key
@@ -252,14 +253,19 @@ def _timer_chunks(
             else:
                 name, tail = names.split(key)
                 head = timer_ns + name + '.'
+            # A timer with one value keeps its statistics as a few numbers.
+            stats: Iterable[tuple[str, float]] = (
+                zip(data.names, data.values_in_order(), strict=True)
+                if type(data) is SingleValue else data.items()
+            )
             if tail:
-                for stat, value in data.items():
+                for stat, value in stats:
                     add(head)
                     add(stat)
                     add(tail)
                     add(values[value])
             else:
-                for stat, value in data.items():
+                for stat, value in stats:
                     add(head)
                     add(stat)
                     add(values[value])

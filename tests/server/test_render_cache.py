@@ -20,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sprockets_statsd.server import _jsnumber, _timerstats, graphite
+from sprockets_statsd.server._finite import saturated
 from sprockets_statsd.server._jsnumber import format_js_number, js_round
 from sprockets_statsd.server.aggregator import Aggregator, Snapshot
 from sprockets_statsd.server.config import AggregatorConfig
@@ -439,3 +440,29 @@ def test_fast_number_path_matches_the_general_one(x: float) -> None:
 def test_fast_number_path_edges(value: float, text: str) -> None:
     """The ends of repr()'s plain range, and negative zero, are written right."""
     assert format_js_number(value) == text
+
+
+@pytest.mark.parametrize('thresholds', [(90.0,), (90.0, -10.0, 99.9), ()])
+@pytest.mark.parametrize('value', [0.0, 1.0, 12.5, 1e-7, 1e200, 1.7976931348623157e308])
+def test_single_value_statistics_are_timer_stats(
+    thresholds: tuple[float, ...], value: float
+) -> None:
+    """A timer with one value gets the statistics timer_stats() computes,
+    in the same order, saturated alike; the compact form reads as a dict."""
+    config = AggregatorConfig(percent_thresholds=thresholds, flush_interval=4)
+    computed = _timerstats.TimerStatistics(
+        {'t': (value,), 'u': (1.0, 2.0)}, {'t': 2.5, 'u': 2}, config, frozen
+    ).data
+    single = computed['t']
+    assert isinstance(single, _timerstats.SingleValue)
+    expected = saturated(_timerstats.timer_stats(
+        (value,), 2.5, 4, thresholds, (), None))
+    assert list(single.items()) == list(expected.items())
+    assert dict(single) == expected
+    assert list(single.values()) == list(expected.values())
+    assert len(single) == len(expected)
+    assert single['count_ps'] == expected['count_ps']
+    assert not isinstance(computed['u'], _timerstats.SingleValue)
+    filtered = AggregatorConfig(calculated_timer_metrics=('count',))
+    assert not isinstance(_timerstats.TimerStatistics(
+        {'t': (value,)}, {'t': 1}, filtered, frozen).data['t'], _timerstats.SingleValue)

@@ -13,6 +13,7 @@ frames and a query never has to move the store forward.
 from __future__ import annotations
 
 import collections
+import copy
 import dataclasses
 import math
 import time
@@ -76,11 +77,11 @@ def _merge_timer(
     if held is None:
         timers[key] = [total, upper, lower, count, values]
         return
-    held[0] = saturate(held[0] + total)
-    held[1] = max(held[1], upper)
-    held[2] = min(held[2], lower)
-    held[3] = saturate(held[3] + count)
-    held[4] += values
+    # A new list, never a change to the old one: see Frame.add.
+    timers[key] = [
+        saturate(held[0] + total), max(held[1], upper), min(held[2], lower),
+        saturate(held[3] + count), held[4] + values,
+    ]
 
 
 class Frame:
@@ -108,13 +109,17 @@ class Frame:
 
         :param snapshot: the flush, from :meth:`.Aggregator.flush`
         """
+        # Copy on write: every dictionary (and every timer's list or set
+        # changed) is replaced, never changed, so that a view taken before
+        # (a query answered in a thread) stays whole and consistent.
         self.flushes += 1
-        counters = self.counters
+        counters = dict(self.counters)
+        get = counters.get
         for key, value in snapshot.counters.items():
-            counters[key] = counters.get(key, 0.0) + value
+            counters[key] = get(key, 0.0) + value
         # Sums over flushes can overflow (see _finite).
         counters.update(saturated(counters))
-        timers = self.timers
+        timers = dict(self.timers)
         for key, values in snapshot.timers.items():
             if values:  # an idle timer says nothing about extremes
                 # Sorted by the aggregator; fsum keeps long sums exact.
@@ -122,22 +127,33 @@ class Frame:
                     timers, key, total(values), values[-1], values[0],
                     snapshot.timer_counters[key], len(values),
                 )
-        self.gauges.update(snapshot.gauges)
+        gauges = dict(self.gauges)
+        gauges.update(snapshot.gauges)
         cap = self._max_set_members
+        sets = dict(self.sets)
+        peaks = dict(self.set_peaks)
         for key, members in snapshot.sets.items():
-            held = self.sets.setdefault(key, set())
+            held = set(sets.get(key, ()))
             for member in members:
                 if len(held) >= cap:
                     break
                 held.add(member)
-            self.set_peaks[key] = max(self.set_peaks.get(key, 0), len(members))
+            sets[key] = held
+            peaks[key] = max(peaks.get(key, 0), len(members))
+        self.counters, self.timers, self.gauges = counters, timers, gauges
+        self.sets, self.set_peaks = sets, peaks
+
+    def view(self) -> Frame:
+        """This frame as it is now, unchanged by later flushes."""
+        return copy.copy(self)  # shares the dictionaries, which add() replaces
 
 
 @dataclasses.dataclass(frozen=True)
 class Window:
     """Aggregates over consecutive frames, oldest first.
 
-    :param frames: the frames in the window that received flushes
+    :param frames: the frames in the window that received flushes; views
+        (:meth:`Frame.view`), so that reading the window in a thread is safe
     """
 
     frames: tuple[Frame, ...]
@@ -279,6 +295,9 @@ class FrameStore:
         self._clock = clock
         self._max_set_members = max_set_members
         self._frames: collections.deque[Frame] = collections.deque(maxlen=frame_count)
+        #: Flushes taken in: a query's answer changes only when it does (or
+        #: when the clock moves to a new frame).
+        self.generation = 0
 
     def current_index(self) -> int:
         """The index of the frame the clock is in now."""
@@ -297,6 +316,7 @@ class FrameStore:
         if not self._frames or self._frames[-1].index < index:
             self._frames.append(Frame(index, self._max_set_members))
         self._frames[-1].add(snapshot)
+        self.generation += 1
 
     def frames(self) -> tuple[Frame, ...]:
         """The frames kept, oldest first (for tests and the overview)."""
@@ -314,7 +334,8 @@ class FrameStore:
             raise ValueError(f'count must be from 1 to {self.frame_count}')
         last = self.current_index() - (1 if full else 0)
         first = last - count + 1
-        return Window(tuple(f for f in self._frames if first <= f.index <= last))
+        # Views: the window may be read in a thread while flushes go on.
+        return Window(tuple(f.view() for f in self._frames if first <= f.index <= last))
 
     def series(
         self,

@@ -21,7 +21,7 @@ import tornado.web
 from prometheus_client import CollectorRegistry
 
 from sprockets_statsd.server.config import DEFAULT_LOAD_HOST, DEFAULT_LOAD_PORT
-from sprockets_statsd.server.frames import FrameStore
+from sprockets_statsd.server.frames import FrameStore, Window
 from sprockets_statsd.server.listeners import ListeningSockets
 from sprockets_statsd.server.overview import DEFAULT_REFRESH, MAX_ROWS, matches, render_overview
 from sprockets_statsd.server.prometheus import CONTENT_TYPE, StatsdCollector
@@ -42,6 +42,9 @@ _IDLE_TIMEOUT = 60.0
 _MAX_FILTER = 256
 # Bytes of the /metrics body handed to the connection at a time.
 _WRITE_CHUNK = 256 * 1024
+# Load reports (distinct N and /full) kept per flush: each may be tens of
+# MB with hundreds of thousands of keys, and a dashboard asks for one or two.
+_MAX_REPORTS = 4
 
 
 def _number(value: float) -> float | int | None:
@@ -64,12 +67,23 @@ def load_report(frames: FrameStore, count: int, *, full: bool = False) -> dict[s
         "Stat": {name: value}}``
     :raises ValueError: when `count` is out of range
     """
-    window = frames.window(count, full=full)
+    return _report(
+        frames.window(count, full=full),
+        math.floor(frames.frame_start(frames.current_index())),
+    )
+
+
+def _report(window: Window, last_frame_time: int) -> dict[str, typing.Any]:
     stat = window.stat()
     return {
-        'last_frame_time': math.floor(frames.frame_start(frames.current_index())),
+        'last_frame_time': last_frame_time,
         'Stat': {name: _number(stat[name]) for name in sorted(stat)},
     }
+
+
+def _report_json(window: Window, last_frame_time: int) -> bytes:
+    """The load report as compact JSON; for a worker thread."""
+    return json.dumps(_report(window, last_frame_time), separators=(',', ':')).encode()
 
 
 class _Handler(tornado.web.RequestHandler):
@@ -85,15 +99,29 @@ class _Handler(tornado.web.RequestHandler):
 
 
 class _LoadHandler(_Handler):
-    def get(self, count: str, full: str | None = None) -> None:
+    async def get(self, count: str, full: str | None = None) -> None:
         frames = self.service.frames
         self.set_header('Content-Type', 'application/json')
         try:
-            report = load_report(frames, int(count), full=bool(full))
+            body = await self.service.load(int(count), full=bool(full))
         except ValueError:
             self.set_status(400)
-            report = {'error': f'N must be from 1 to {frames.frame_count}'}
-        self.finish(json.dumps(report, separators=(',', ':')))
+            self.finish(json.dumps(
+                {'error': f'N must be from 1 to {frames.frame_count}'}, separators=(',', ':')))
+            return
+        await _send(self, body)
+
+
+async def _send(handler: tornado.web.RequestHandler, body: bytes) -> None:
+    """Finish with `body`, handed to the connection in pieces."""
+    handler.set_header('Content-Length', len(body))
+    # In pieces: Tornado would otherwise join its buffer into one more
+    # copy of a body that may be tens of MB, once per request.
+    view = memoryview(body)
+    for start in range(0, len(body), _WRITE_CHUNK):
+        handler.write(bytes(view[start:start + _WRITE_CHUNK]))
+        await handler.flush()
+    await handler.finish()
 
 
 class _OverviewHandler(_Handler):
@@ -115,14 +143,7 @@ class _MetricsHandler(_Handler):
     async def get(self) -> None:
         body = await self.service.exposition()
         self.set_header('Content-Type', CONTENT_TYPE)
-        self.set_header('Content-Length', len(body))
-        # In pieces: Tornado would otherwise join its buffer into one more
-        # copy of a body that may be tens of MB, once per scrape.
-        view = memoryview(body)
-        for start in range(0, len(body), _WRITE_CHUNK):
-            self.write(bytes(view[start:start + _WRITE_CHUNK]))
-            await self.flush()
-        await self.finish()
+        await _send(self, body)
 
 
 class _HealthHandler(_Handler):
@@ -218,6 +239,8 @@ class QueryService(ListeningSockets):
         self._server: tornado.httpserver.HTTPServer | None = None
         self._exposition: tuple[int, bytes] | None = None
         self._rendering: tuple[int, asyncio.Future[bytes]] | None = None
+        # Load reports of the current flush and frame, done or under way.
+        self._reports: dict[tuple[int, bool, int, int], asyncio.Future[bytes]] = {}
 
     async def exposition(self) -> bytes:
         """The Prometheus text of the latest flush.
@@ -247,6 +270,37 @@ class QueryService(ListeningSockets):
         if self._exposition is None or self._exposition[0] < generation:
             self._exposition = (generation, body)
         return body
+
+    async def load(self, count: int, *, full: bool = False) -> bytes:
+        """The JSON of :func:`load_report`, once per flush and frame.
+
+        Computed in a worker thread from views of the frames taken now
+        (hundreds of thousands of keys take a second), and shared: every
+        request for the same `count` and `full` until the next flush, or
+        until the clock enters a new frame, gets the same bytes.
+
+        :raises ValueError: when `count` is out of range
+        """
+        frames = self.frames
+        current = frames.current_index()
+        key = (count, full, frames.generation, current)
+        future = self._reports.get(key)
+        if future is None:
+            window = frames.window(count, full=full)  # ValueError: out of range
+            if any(k[2:] != key[2:] for k in self._reports):
+                self._reports.clear()  # a new flush or frame: start over
+            while len(self._reports) >= _MAX_REPORTS:
+                del self._reports[next(iter(self._reports))]  # the oldest
+            future = self._reports[key] = asyncio.get_running_loop().run_in_executor(
+                None, _report_json, window, math.floor(frames.frame_start(current))
+            )
+        try:
+            # Shielded: a client that goes away must not cancel the others'.
+            return await asyncio.shield(future)
+        except Exception:
+            if self._reports.get(key) is future:
+                del self._reports[key]  # let the next request try again
+            raise
 
     def start(self) -> None:
         """Serve the bound sockets on the running event loop."""

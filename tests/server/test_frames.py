@@ -255,3 +255,20 @@ def test_series_can_be_filtered_and_cut_without_building_the_rest() -> None:
     everything = feed.store.series(limit=40)
     assert [s.kind for s in everything.series][-2:] == ['timer', 'gauge']
     assert feed.store.series(limit=0).series == []
+
+
+def test_a_window_is_not_changed_by_later_flushes() -> None:
+    """A window taken before a flush keeps the frames as they were, so that
+    a query may read it in a thread while flushes go on."""
+    aggregator = Aggregator(AggregatorConfig())
+    store = FrameStore(60.0, clock=lambda: 600.0)
+    aggregator.receive(b'c:1|c\nt:5|ms\ng:1|g\ns:a|s')
+    store.add(aggregator.flush(600.0))
+    window = store.window(1)
+    before = window.stat()
+    aggregator.receive(b'c:2|c\nt:7|ms\ng:3|g\ns:b|s\nnew:1|c')
+    store.add(aggregator.flush(610.0))
+    assert window.stat() == before
+    assert store.window(1).stat()['c'] == 3
+    assert store.window(1).stat()['stats.timers.t.upper'] == 7
+    assert store.window(1).stat()['stats.sets.s.count'] == 2

@@ -460,3 +460,26 @@ async def test_oversized_requests_get_a_status_line(request_head: bytes, status:
         finally:
             writer.close()
         assert line.split(b' ')[:2] == [b'HTTP/1.1', status]
+
+
+async def test_concurrent_load_queries_share_one_report() -> None:
+    """Requests for /N between two flushes share one report computed in a
+    thread; a flush makes the next request compute it again."""
+    async with load_server(flush_interval=3600) as server:
+        assert server.query is not None
+        send_udp(server.udp_addresses[0], b'\n'.join(b'n.%d:1|c' % i for i in range(500)))
+        await wait_until(lambda: len(server.aggregator.current_counters()) >= 503)
+        server.flush()
+        bodies = await asyncio.wait_for(
+            asyncio.gather(*(server.query.load(15) for _ in range(3))), DEFAULT_TIMEOUT)
+        assert bodies[0] is bodies[1] is bodies[2]
+        assert json.loads(bodies[0])['Stat']['n.499'] == 1
+        response = await get(server, '/15')
+        assert response.body == bodies[0]
+        assert response.content_type == 'application/json'
+        server.flush()
+        again = await asyncio.wait_for(server.query.load(15), DEFAULT_TIMEOUT)
+        assert again is not bodies[0]
+        assert json.loads(again)['Stat']['n.499'] == 1
+        with pytest.raises(ValueError, match='count must be from 1 to 15'):
+            await server.query.load(16)

@@ -396,3 +396,9 @@ class ServerConfig:
             raise ConfigurationError(
                 f'reconnect_max_delay={self.reconnect_max_delay!r}: use seconds > 0'
             )
+        for target in self.repeat:
+            if target.is_bound_by(self.binds):
+                raise ConfigurationError(
+                    f'repeat: {target} is this server\'s own address; it would '
+                    f'repeat every packet to itself for ever'
+                )

@@ -52,6 +52,8 @@ logger = logging.getLogger(__name__)
 
 UDP = 'udp'
 TCP = 'tcp'
+#: Names and wildcard addresses that reach this host whatever it binds.
+_LOOPBACK = frozenset({'localhost', '127.0.0.1', '::1', '0.0.0.0', '::'})
 #: The transports a target can name; the first is the default.
 TRANSPORTS = (UDP, TCP)
 
@@ -100,6 +102,20 @@ class RepeatTarget:
         if not isinstance(self.host, str) or not self.host:
             raise ConfigurationError(f'repeat: give a host, not {self.host!r}')
         check_port(self.port, f'repeat: the port of {self.host!r}', text=False)
+
+    def is_bound_by(self, binds: Iterable[tuple[str, int]]) -> bool:
+        """Whether this target is plainly one of the server's own `binds`
+        (the same port, on a loopback name or the bound host), so that
+        repeating to it would send every packet round for ever.
+
+        Only what needs no name resolution is recognised.
+
+        :param binds: ``(host, port)`` of the server's UDP and TCP listeners
+        """
+        return any(
+            port == self.port and (self.host in _LOOPBACK or self.host == host)
+            for host, port in binds
+        )
 
     def __str__(self) -> str:
         return f'{self.transport}:{format_address((self.host, self.port))}'

@@ -12,6 +12,7 @@ import pytest
 
 from sprockets_statsd.errors import ConfigurationError
 from sprockets_statsd.server import cli
+from sprockets_statsd.server.config import ServerConfig
 from sprockets_statsd.server.repeater import (
     DEFAULT_MAX_DATAGRAM,
     PacketBuffer,
@@ -357,3 +358,35 @@ async def test_a_server_repeats_everything_to_a_second_server(transport: str) ->
             # Any drop or connection failure would have been logged.
             assert 'dropped' not in stderr, stderr
             assert 'cannot' not in stderr, stderr
+
+
+@pytest.mark.parametrize(('binds', 'target', 'loops'), [
+    ((('', 8125),), RepeatTarget('udp', 'localhost', 8125), True),
+    ((('', 8125),), RepeatTarget('tcp', '127.0.0.1', 8125), True),
+    ((('10.0.0.5', 8125),), RepeatTarget('udp', '10.0.0.5', 8125), True),
+    ((('127.0.0.1', 9125), ('::1', 8125)), RepeatTarget('udp', '::1', 8125), True),
+    ((('', 8125),), RepeatTarget('udp', 'localhost', 9125), False),
+    ((('', 8125),), RepeatTarget('udp', 'central', 8125), False),
+    ((('10.0.0.5', 8125),), RepeatTarget('udp', '10.0.0.6', 8125), False),
+])
+def test_a_server_refuses_to_repeat_to_itself(
+    binds: tuple[tuple[str, int], ...], target: RepeatTarget, loops: bool
+) -> None:
+    """A target on one of the server's own ports, by a loopback name or the
+    bound host, is a configuration error: every packet would go round for
+    ever.  Other hosts, and other ports, are fine."""
+    if loops:
+        with pytest.raises(ConfigurationError, match="server's own address"):
+            ServerConfig(binds=binds, repeat=(target,))
+    else:
+        assert ServerConfig(binds=binds, repeat=(target,)).repeat == (target,)
+
+
+def test_repeating_to_itself_stops_the_command_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """-b :9125 --repeat :9125 exits 2 with one line saying why."""
+    with pytest.raises(SystemExit) as exc:
+        cli.settings_from(['-b', ':9125', '--repeat', ':9125'], {})
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1, err
+    assert 'itself' in err

@@ -289,6 +289,12 @@ def options() -> list[Option]:
         o(('--max-line-length',), 'max_line_length', 'STATSD_MAX_LINE_LENGTH',
           'longest line accepted over TCP or the Unix socket, in bytes '
           '(default 64K)', _size, 'BYTES'),
+        o(('--max-connections',), 'max_connections', 'STATSD_MAX_CONNECTIONS',
+          'TCP and Unix stream connections served at once; more are '
+          'refused (default 1024)', number(1, integer=True), 'N'),
+        o(('--idle-timeout',), 'idle_timeout', 'STATSD_IDLE_TIMEOUT',
+          'seconds a TCP or Unix stream connection may stay silent before '
+          'it is closed, 0 for never (default 600)', number(0), 'SECONDS'),
         o(('--shutdown-timeout',), 'shutdown_timeout', 'STATSD_SHUTDOWN_TIMEOUT',
           'seconds to deliver the final flush on SIGTERM/SIGINT (default 5)',
           number(0), 'SECONDS'),

@@ -13,6 +13,10 @@ import typing
 
 from sprockets_statsd.errors import ConfigurationError
 from sprockets_statsd.server import listeners
+from sprockets_statsd.server._admission import (
+    AcceptErrors,
+    Admission,
+)
 from sprockets_statsd.server._extras import needs_extra
 from sprockets_statsd.server.admin import AdminServer, Console
 from sprockets_statsd.server.aggregator import Aggregator
@@ -61,6 +65,8 @@ class Server:
         self.aggregator = Aggregator(config.aggregator)
         self.udp_listeners: list[listeners.UDPListener] = []
         self.stream_listeners: list[listeners.StreamListener] = []
+        #: Bounds shared by the stream listeners: connections, idleness.
+        self.admission = Admission(config.max_connections, config.idle_timeout)
         self.sinks: list[Sink] = []
         #: Forward every packet to the ``repeat`` targets, then aggregate it.
         self.repeaters = Repeaters.for_targets(config.repeat)
@@ -82,6 +88,7 @@ class Server:
         self._flushed_at = (0.0, 0.0)
         self._started = False
         self._stopped = False
+        self._accept_errors = AcceptErrors()
 
     @property
     def udp_addresses(self) -> list[typing.Any]:
@@ -148,6 +155,9 @@ class Server:
                 await stream.close()
             await self._stop_queries()
             raise
+        if self.stream_listeners:
+            self.admission.fit_descriptors()
+        self._accept_errors.install(asyncio.get_running_loop())
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix='statsd-render'
         )
@@ -263,7 +273,8 @@ class Server:
 
     def _stream(self, sock: socket.socket) -> listeners.StreamListener:
         return listeners.StreamListener(
-            sock, self._receiver, max_line_length=self.config.max_line_length
+            sock, self._receiver, max_line_length=self.config.max_line_length,
+            admission=self.admission,
         )
 
     def _make_sinks(self) -> None:
@@ -375,6 +386,7 @@ class Server:
         )
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
+        self._accept_errors.uninstall()
         logger.info('statsd server stopped')
 
     async def __aenter__(self) -> Server:

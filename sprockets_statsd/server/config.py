@@ -9,6 +9,7 @@ import re
 from sprockets_statsd._ports import check_port
 from sprockets_statsd.errors import ConfigurationError
 from sprockets_statsd.server import listeners
+from sprockets_statsd.server._admission import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS
 from sprockets_statsd.server.repeater import RepeatTarget
 
 __all__ = [
@@ -337,6 +338,10 @@ class ServerConfig:
     :param sink_buffer_flushes: undelivered flushes kept per sink
     :param reconnect_max_delay: ceiling of a sink's reconnect back-off
     :param repeat: where to forward every received packet, unparsed
+    :param max_connections: TCP and Unix stream connections served at once
+        (fewer if the file descriptor limit cannot be raised to fit them)
+    :param idle_timeout: seconds a stream connection may stay silent
+        before it is closed; 0 for never
     :raises ConfigurationError: when a value cannot be used
     """
 
@@ -361,6 +366,8 @@ class ServerConfig:
     sink_buffer_flushes: int = DEFAULT_BUFFER_FLUSHES
     reconnect_max_delay: float = DEFAULT_RECONNECT_MAX_DELAY
     repeat: tuple[RepeatTarget, ...] = ()
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
 
     def __post_init__(self) -> None:
         if not self.binds and self.unix_socket is None and self.unix_datagram is None:
@@ -379,7 +386,7 @@ class ServerConfig:
             for host, port in addresses:
                 check_port(port, f'{field}: the port of {host!r}', lowest=lowest, text=False)
         for field in ('udp_receive_buffer', 'max_line_length',
-                      'sink_buffer_bytes', 'sink_buffer_flushes'):
+                      'sink_buffer_bytes', 'sink_buffer_flushes', 'max_connections'):
             value = getattr(self, field)
             if not isinstance(value, int) or value < 1:
                 raise ConfigurationError(f'{field}={value!r}: use a whole number >= 1')
@@ -391,6 +398,11 @@ class ServerConfig:
                 and math.isfinite(self.frame_length) and self.frame_length > 0):
             raise ConfigurationError(
                 f'frame_length={self.frame_length!r}: use a positive number of seconds'
+            )
+        if not (isinstance(self.idle_timeout, (int, float))
+                and math.isfinite(self.idle_timeout) and self.idle_timeout >= 0):
+            raise ConfigurationError(
+                f'idle_timeout={self.idle_timeout!r}: use seconds >= 0 (0: never)'
             )
         if not self.reconnect_max_delay > 0:
             raise ConfigurationError(

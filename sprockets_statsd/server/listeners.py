@@ -23,6 +23,7 @@ import time
 import typing
 
 from sprockets_statsd._throttle import Throttle
+from sprockets_statsd.server._admission import Admission
 
 __all__ = [
     'DEFAULT_MAX_LINE_LENGTH',
@@ -78,6 +79,9 @@ _CLOSE_DRAIN_READS = 64
 _SO_RCVBUFFORCE = getattr(
     socket, 'SO_RCVBUFFORCE', 33 if sys.platform.startswith('linux') else None
 )
+
+#: Shortest period of the idle-connection sweep, in seconds.
+_MIN_SWEEP = 0.05
 
 #: Attempts at finding a free port for both UDP and TCP when port 0 is asked.
 _PORT_ATTEMPTS = 20
@@ -183,33 +187,66 @@ class _LineProtocol(asyncio.Protocol):
 
     def __init__(self, listener: StreamListener) -> None:
         self._listener = listener
+        self._admission = listener.admission
         self._receive = listener.receiver.receive
         self._max = listener.max_line_length
         self._tail = b''
         self._discarding = False
+        self._admitted = False
         self.transport: asyncio.Transport | None = None
+        #: When data last arrived (time.monotonic()).
+        self.last_active = time.monotonic()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = typing.cast(asyncio.Transport, transport)
+        sock = transport.get_extra_info('socket')
+        if not self._admission.admit(
+            sock.fileno() if sock is not None else -1, self._listener.description
+        ):
+            self.transport.abort()
+            return
+        self._admitted = True
         self._listener.connections.add(self)
         self._listener.accepted += 1
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if not self._admitted:
+            return
+        self._admitted = False
         self._listener.connections.discard(self)
+        self._admission.release()
+        self._set_tail(b'')
+
+    def _set_tail(self, tail: bytes) -> bool:
+        """Keep `tail` as the partial line, if the shared bound allows."""
+        if not self._admission.hold_partial(len(self._tail), len(tail)):
+            return False
+        self._tail = tail
+        return True
+
+    def close_idle(self) -> None:
+        """Close a connection that stayed silent; its last line still counts."""
+        self._admission.idle_closed += 1
+        logger.debug('stream listener %s: closed an idle connection',
+                      self._listener.description)
+        self.eof_received()
+        if self.transport is not None:
+            self.transport.close()
 
     def eof_received(self) -> bool | None:
         # A client that closes right after its last line may omit the final
         # newline: the line is complete all the same.
         if self._tail and not self._discarding:
             self._hand_on(self._tail)
-        self._tail = b''
+        self._set_tail(b'')
         return None
 
     def data_received(self, data: bytes) -> None:
+        self.last_active = time.monotonic()
         try:
             self._frame(data)
         except Exception as exc:
-            self._tail = b''
+            self._set_tail(b'')
             self._listener.errors += 1
             self._listener.throttle.warning(
                 'packet',
@@ -229,13 +266,13 @@ class _LineProtocol(asyncio.Protocol):
         buffer = self._tail + data if self._tail else data
         end = buffer.rfind(b'\n') + 1
         packet, tail = buffer[:end], buffer[end:]
-        if len(tail) > self._max:
+        if len(tail) > self._max or not self._set_tail(tail):
             # Counted now, in the same packet, so that it costs no extra
             # packets_received; the rest of it is skipped as it arrives.
+            # The same goes for a partial line beyond the shared bound.
             packet += LINE_TOO_LONG
             self._discarding = True
-            tail = b''
-        self._tail = tail
+            self._set_tail(b'')
         if packet:
             self._hand_on(packet)
 
@@ -285,6 +322,9 @@ class StreamListener:
     :param receiver: gets complete lines, several at a time
     :param max_line_length: longer lines are replaced by :data:`LINE_TOO_LONG`
         (a bad line) and the connection carries on
+    :param admission: the bounds on connections, idleness and partial
+        lines, shared with the server's other stream listeners (default:
+        its own, with the default bounds)
     """
 
     def __init__(
@@ -293,10 +333,13 @@ class StreamListener:
         receiver: PacketReceiver,
         *,
         max_line_length: int = DEFAULT_MAX_LINE_LENGTH,
+        admission: Admission | None = None,
     ) -> None:
         self._sock = sock
         self.receiver = receiver
         self.max_line_length = max_line_length
+        self.admission = admission if admission is not None else Admission()
+        self._sweeper: asyncio.TimerHandle | None = None
         self.address = sock.getsockname()
         self.description = format_address(self.address)
         #: The open connections.
@@ -322,6 +365,23 @@ class StreamListener:
             self._server = await loop.create_server(
                 lambda: _LineProtocol(self), sock=self._sock
             )
+        self._schedule_sweep()
+
+    def _schedule_sweep(self) -> None:
+        timeout = self.admission.idle_timeout
+        if timeout > 0:
+            # A silent connection is closed within a quarter of the timeout
+            # after it expired: one timer per listener, not per connection.
+            self._sweeper = asyncio.get_running_loop().call_later(
+                max(timeout / 4, _MIN_SWEEP), self._sweep
+            )
+
+    def _sweep(self) -> None:
+        deadline = time.monotonic() - self.admission.idle_timeout
+        for connection in list(self.connections):
+            if connection.last_active <= deadline:
+                connection.close_idle()
+        self._schedule_sweep()
 
     async def close(self) -> None:
         """Stop accepting, close every connection, remove a Unix socket file.
@@ -330,6 +390,9 @@ class StreamListener:
         first (a partial last line is dropped).  Connections the kernel
         accepted but the loop had not yet taken are reset.
         """
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         if self._server is not None:
             self._server.close()
         else:

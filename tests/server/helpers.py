@@ -219,6 +219,8 @@ class ServerProcess:
         :meth:`stop` reads)
     :param python: the interpreter (default: the one running the tests)
     :param cwd: the working directory (default: the current one)
+    :param preexec_fn: run in the child before the server starts (to lower
+        a resource limit, say)
 
     :meth:`start` waits for the startup line on standard error and reads the
     first UDP address from it into :attr:`host` and :attr:`port`.
@@ -231,9 +233,11 @@ class ServerProcess:
         stdout: int = asyncio.subprocess.PIPE,
         python: str = sys.executable,
         cwd: str | None = None,
+        preexec_fn: typing.Callable[[], None] | None = None,
     ) -> None:
         self.args = args
         self.stdout = stdout
+        self.preexec_fn = preexec_fn
         self.python = python
         self.cwd = cwd
         self.env = {
@@ -250,7 +254,7 @@ class ServerProcess:
         self.process = await asyncio.create_subprocess_exec(
             self.python, '-m', 'sprockets_statsd.server', *self.args,
             stdout=self.stdout, stderr=asyncio.subprocess.PIPE,
-            env=self.env, cwd=self.cwd,
+            env=self.env, cwd=self.cwd, preexec_fn=self.preexec_fn,
         )
         assert self.process.stderr is not None
         while True:
@@ -269,6 +273,15 @@ class ServerProcess:
                 self.host = match[1] or match[2]
                 self.port = int(match[3])
                 return self
+
+    def endpoint(self, what: str) -> str:
+        """``host:port`` of the ``load sink`` or ``admin console`` (the
+        first one), from the startup line."""
+        pattern = {'load sink': r'load sink http://([^/\s"]+)/',
+                   'admin console': r'admin console on ([^,;\s"]+)'}[what]
+        found = re.search(pattern, ''.join(self.stderr))
+        assert found, f'no {what} in {self.stderr}'
+        return found[1]
 
     @property
     def address(self) -> tuple[str, int]:

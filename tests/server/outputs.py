@@ -49,14 +49,15 @@ class Outputs:
     :param graphite: the flush's Graphite points
     :param metrics: ``/metrics`` samples: (name, labels, value)
     :param load: ``/15``'s ``Stat`` object
-    :param overview: the overview page's rows: name -> current value text
+    :param overview: the overview page's rows: (kind, name) -> current
+        value text
     :param console: the console's ``counters`` and ``gauges`` replies
     """
 
     graphite: list[Point]
     metrics: list[tuple[str, dict[str, str], float]]
     load: dict[str, typing.Any]
-    overview: dict[str, str]
+    overview: dict[tuple[str, str], str]
     console: str
 
     def graphite_value(self, name: str) -> float:
@@ -80,7 +81,8 @@ class _Page(html.parser.HTMLParser):
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.stack: list[str] = []
-        self.rows: dict[str, str] = {}
+        self.rows: dict[tuple[str, str], str] = {}
+        self._kind = ''
         self._cell: str | None = None
         self._name = ''
         self._text: list[str] = []
@@ -88,6 +90,8 @@ class _Page(html.parser.HTMLParser):
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag not in _VOID:
             self.stack.append(tag)
+        if tag == 'tr':
+            self._kind = dict(attrs).get('data-kind') or ''
         if tag == 'td':
             self._cell = dict(attrs).get('class') or ''
             self._text = []
@@ -104,8 +108,9 @@ class _Page(html.parser.HTMLParser):
             if self._cell == 'name':
                 self._name = text
             elif self._cell == 'value':
-                assert self._name not in self.rows, f'{self._name!r} shown twice'
-                self.rows[self._name] = text
+                row = (self._kind, self._name)
+                assert row not in self.rows, f'{row!r} shown twice'
+                self.rows[row] = text
             self._cell = None
 
     def handle_data(self, data: str) -> None:

@@ -70,7 +70,7 @@ async def test_one_sender_cannot_blank_or_poison_any_output() -> None:
             assert out.load['stats.gauges.g'] == LARGEST
             assert out.load['stats.timers.t.sum'] == LARGEST
             assert out.load['stats.timers.t.upper'] == 1e308
-            assert out.overview['good'] == str(7 * (interval + 1))
-            assert float(out.overview['c']) == float(format(LARGEST, '.6g'))
+            assert out.overview['counter', 'good'] == str(7 * (interval + 1))
+            assert float(out.overview['counter', 'c']) == float(format(LARGEST, '.6g'))
             assert 'x' not in out.load
             assert 'y' not in out.load

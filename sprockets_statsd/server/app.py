@@ -379,10 +379,14 @@ class Server:
             udp.close()
         await asyncio.gather(*(stream.close() for stream in self.stream_listeners))
         await self._stop_queries()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         await self._final_flush()
+        # The wait for the final flush's second comes out of the timeout.
+        timeout = max(self.config.shutdown_timeout - (loop.time() - started), 0.0)
         await asyncio.gather(
-            *(sink.close(self.config.shutdown_timeout) for sink in self.sinks),
-            self.repeaters.close(self.config.shutdown_timeout),
+            *(sink.close(timeout) for sink in self.sinks),
+            self.repeaters.close(timeout),
         )
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)

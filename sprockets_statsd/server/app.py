@@ -72,10 +72,9 @@ class Server:
         self.repeaters = Repeaters.for_targets(config.repeat)
         self._receiver = self.repeaters.wrap(self.aggregator)
         #: Health, uptime and message statistics (admin console, /health).
+        #: Uptime is real time: the injected clock stamps flushes alone.
         self.status = ServerStatus(time.time())
-        #: The load sink's frames and Prometheus collector, while served.
-        self.frames: FrameStore | None = None
-        self.collector: StatsdCollector | None = None
+        #: The load sink, while served (one of :attr:`sinks` once started).
         self.query: QueryService | None = None
         self.admin: AdminServer | None = None
         self._stdout = stdout
@@ -102,6 +101,16 @@ class Server:
         return [listener.address for listener in self.stream_listeners]
 
     @property
+    def frames(self) -> FrameStore | None:
+        """The load sink's frames, while it is served."""
+        return self.query.frames if self.query is not None else None
+
+    @property
+    def collector(self) -> StatsdCollector | None:
+        """The load sink's Prometheus collector, while it is served."""
+        return self.query.collector if self.query is not None else None
+
+    @property
     def http_addresses(self) -> list[typing.Any]:
         """Where the load sink's HTTP endpoints are served."""
         return self.query.addresses if self.query is not None else []
@@ -121,9 +130,6 @@ class Server:
             kind = 'unix' if isinstance(listener.address, str) else 'tcp'
             where.append(f'{kind} {listener.description}')
         targets = [sink.name for sink in self.sinks]
-        targets.extend(
-            f'load sink http://{listeners.format_address(a)}/' for a in self.http_addresses
-        )
         text = (
             f'listening on {", ".join(where)}; flushing every '
             f'{self.config.aggregator.flush_interval:g} s to {", ".join(targets)}'
@@ -169,8 +175,6 @@ class Server:
             udp.start()
         for stream in self.stream_listeners:
             await stream.start()
-        if self.query is not None:
-            self.query.start()
         if self.admin is not None:
             await self.admin.start()
         self._flush_task = asyncio.get_running_loop().create_task(
@@ -237,15 +241,14 @@ class Server:
                 logger.warning('%s; running without it (--http off hides this line)', exc)
                 http = []
         if http:
-            self.frames = FrameStore(config.frame_length)
-            self.collector = StatsdCollector(
+            collector = StatsdCollector(
                 config.aggregator.percent_thresholds, config.aggregator.histograms
             )
-            self.query = QueryService(self.frames, self.collector, self.status)
+            self.query = QueryService(FrameStore(config.frame_length), collector, self.status)
             for (host, port), required in http:
                 listeners.bind_or_warn(self.query.bind, host, port, 'the load sink', required)
             if not self.query.addresses:
-                self.frames = self.collector = self.query = None
+                self.query = None
         address, required = config.admin, True
         if address is None:
             address, required = config.default_admin, False
@@ -261,9 +264,10 @@ class Server:
 
     def _backends(self) -> list[tuple[str, GraphiteStats]]:
         """Each sink's previous send, for the admin console's ``stats``."""
-        if len(self.sinks) == 1:
-            return [('graphite', self.sinks[0].stats)]
-        return [(f'graphite[{sink.name}]', sink.stats) for sink in self.sinks]
+        sent = [(sink.name, sink.stats) for sink in self.sinks if sink.stats is not None]
+        if len(sent) == 1:
+            return [('graphite', sent[0][1])]
+        return [(f'graphite[{name}]', stats) for name, stats in sent]
 
     async def _stop_queries(self) -> None:
         if self.query is not None:
@@ -302,6 +306,8 @@ class Server:
                     executor=self._executor,
                 )
             )
+        if self.query is not None:
+            self.sinks.append(self.query)
 
     async def _flush_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -333,13 +339,7 @@ class Server:
         self._last_timestamp = snapshot.timestamp
         for sink in self.sinks:
             sink.submit(snapshot)
-        self.status.flushed(snapshot, time.time())
-        if self.frames is not None and self.collector is not None:
-            try:
-                self.frames.add(snapshot)
-                self.collector.add(snapshot)
-            except Exception:
-                logger.exception('the load sink could not take in a flush')
+        self.status.flushed(snapshot, now)
 
     async def _final_flush(self) -> None:
         """The last flush, stamped a second after the previous one at least.

@@ -20,11 +20,13 @@ import tornado.httputil
 import tornado.web
 from prometheus_client import CollectorRegistry
 
+from sprockets_statsd.server.aggregator import Snapshot
 from sprockets_statsd.server.config import DEFAULT_LOAD_HOST, DEFAULT_LOAD_PORT
 from sprockets_statsd.server.frames import FrameStore, Window
-from sprockets_statsd.server.listeners import ListeningSockets
+from sprockets_statsd.server.listeners import ListeningSockets, format_address
 from sprockets_statsd.server.overview import DEFAULT_REFRESH, MAX_ROWS, matches, render_overview
 from sprockets_statsd.server.prometheus import CONTENT_TYPE, StatsdCollector
+from sprockets_statsd.server.sinks import Sink
 from sprockets_statsd.server.status import ServerStatus
 
 __all__ = ['DEFAULT_LOAD_HOST', 'DEFAULT_LOAD_PORT', 'QueryService', 'load_report']
@@ -199,8 +201,11 @@ def _log_request(handler: tornado.web.RequestHandler) -> None:
     )
 
 
-class QueryService(ListeningSockets):
-    """The HTTP endpoints of the load sink, on one or more addresses.
+class QueryService(ListeningSockets, Sink):
+    """The load sink: takes in every flush and serves it over HTTP.
+
+    Its endpoints are served on one or more addresses, bound before
+    :meth:`start`.
 
     :param frames: the one-minute frames, fed by the server's flushes
     :param collector: the Prometheus collector, fed likewise
@@ -301,6 +306,32 @@ class QueryService(ListeningSockets):
             if self._reports.get(key) is future:
                 del self._reports[key]  # let the next request try again
             raise
+
+    @property
+    def name(self) -> str:
+        """``load sink http://host:port/`` for each bound address."""
+        return ', '.join(f'load sink http://{format_address(a)}/' for a in self.addresses)
+
+    def submit(self, snapshot: Snapshot) -> None:
+        """Merge one flush into the frames and the Prometheus collector.
+
+        Never raises: a flush that cannot be merged is logged, and the
+        server and the other sinks carry on.
+
+        :param snapshot: the flush, from :meth:`.Aggregator.flush`
+        """
+        try:
+            self.frames.add(snapshot)
+            self.collector.add(snapshot)
+        except Exception:
+            logger.exception('the load sink could not take in a flush')
+
+    async def close(self, timeout: float) -> None:
+        """Stop serving; nothing is queued, so `timeout` is not needed.
+
+        :param timeout: unused
+        """
+        await self.stop()
 
     def start(self) -> None:
         """Serve the bound sockets on the running event loop."""

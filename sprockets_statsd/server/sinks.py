@@ -72,6 +72,7 @@ __all__ = [
     'DEFAULT_BUFFER_BYTES',
     'DEFAULT_BUFFER_FLUSHES',
     'DEFAULT_CONFIRM_DELAY',
+    'BufferedSink',
     'GraphiteSink',
     'Payload',
     'Sink',
@@ -145,7 +146,38 @@ class Payload:
 
 
 class Sink(abc.ABC):
-    """Where flushes go: each :meth:`submit` is delivered in order.
+    """Where the server hands every flush: Graphite, a stream, the load sink."""
+
+    #: What the sink reports about its previous send, as Graphite lines
+    #: (the admin console's ``stats``); ``None`` for a sink that sends none.
+    stats: graphite.GraphiteStats | None = None
+
+    @property
+    @abc.abstractmethod
+    def name(self) -> str:
+        """How logs and the startup line refer to this sink."""
+
+    @abc.abstractmethod
+    def start(self) -> None:
+        """Start working on the running event loop."""
+
+    @abc.abstractmethod
+    def submit(self, snapshot: Snapshot) -> None:
+        """Take one flush; never blocks, never raises.
+
+        :param snapshot: the flush, from :meth:`.Aggregator.flush`
+        """
+
+    @abc.abstractmethod
+    async def close(self, timeout: float) -> None:
+        """Deliver what is queued, waiting at most `timeout` seconds, and stop.
+
+        :param timeout: seconds to wait for delivery
+        """
+
+
+class BufferedSink(Sink):
+    """A sink that renders flushes and delivers each, in order, from a bound buffer.
 
     :param config: the aggregator's configuration, used for rendering
     :param buffer_bytes: most bytes of undelivered flushes kept
@@ -167,10 +199,11 @@ class Sink(abc.ABC):
         executor: concurrent.futures.Executor | None = None,
     ) -> None:
         self.config = config
-        #: What the sink reports about its previous send, as Graphite lines.
         #: Like the reference (since 2020), `last_flush` starts at the
         #: startup time and `last_exception` at 0.
-        self.stats = graphite.GraphiteStats(last_flush=js_round(time.time()))
+        self.stats: graphite.GraphiteStats = graphite.GraphiteStats(
+            last_flush=js_round(time.time())
+        )
         #: Flushes given up on (buffer full, a failed write, or undelivered
         #: at shutdown).
         self.dropped_flushes = 0
@@ -190,11 +223,6 @@ class Sink(abc.ABC):
         self._rendered_all = False
         self._task: asyncio.Task[None] | None = None
         self._throttle = Throttle(logger)
-
-    @property
-    @abc.abstractmethod
-    def name(self) -> str:
-        """How logs refer to this sink."""
 
     @property
     def buffered_flushes(self) -> int:
@@ -248,7 +276,7 @@ class Sink(abc.ABC):
                 left,
             )
 
-    def _abandon(self) -> None:  # noqa: B027 - a hook, empty by default
+    def _abandon(self) -> None:  # a hook, empty by default
         """Release what delivery holds after the worker stopped."""
 
     # -- the buffer ---------------------------------------------------------
@@ -477,7 +505,7 @@ def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
         future.set_exception(error)
 
 
-class StreamSink(Sink):
+class StreamSink(BufferedSink):
     """Write each flush's Graphite lines to a binary stream (e.g. stdout).
 
     :param stream: where to write; flushed after every flush
@@ -652,7 +680,7 @@ class _Connection(asyncio.Protocol):
         self.transport.abort()
 
 
-class GraphiteSink(Sink):
+class GraphiteSink(BufferedSink):
     """Send flushes to a Graphite plaintext receiver (carbon) over TCP.
 
     :param host: the receiver's name or address

@@ -170,7 +170,7 @@ async def test_load_sinks_alone_write_nothing_to_stdout() -> None:
         await wait_for_stat(server, '/1', 'quiet', 1)
         assert len(server.http_addresses) == 1
     assert stdout.getvalue() == b''
-    assert server.sinks == []
+    assert server.sinks == [server.query]  # the load sink alone: no stream sink
 
 
 async def test_graphite_sinks_alone_serve_no_http() -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import logging
 import random
 import re
 import time
@@ -45,7 +44,6 @@ from sprockets_statsd.server.parser import (
 
 __all__ = ['Aggregator', 'MetricKind', 'Snapshot']
 
-logger = logging.getLogger(__name__)
 
 # Bounds of the memos: enough for the names and common values of a busy
 # fleet, small enough (a few MB) that unique garbage cannot grow them.
@@ -96,6 +94,8 @@ class Snapshot:
         :attr:`processing_time` when first read
     :param names_dropped: samples dropped in the interval because their
         name was new and ``max_names`` names were held
+    :param bad_line_example: the interval's first bad line (cut to 200
+        characters), for the log; ``None`` when there was none
     """
 
     timestamp: int
@@ -113,6 +113,7 @@ class Snapshot:
         repr=False, compare=False
     )
     names_dropped: int = 0
+    bad_line_example: str | None = None
 
     # The statistics are computed on first read, which is a sink's render
     # thread: flush() on the event loop only swaps dictionaries.
@@ -223,16 +224,11 @@ class Aggregator:
         """Aggregate one UDP datagram or one chunk of complete TCP lines.
 
         Counts the packet, its non-empty lines and its bad pieces.  Never
-        raises and never blocks.
+        blocks; bad input never raises (the listeners log what a bug
+        would raise, and carry on).
 
         :param packet: the raw bytes
         """
-        try:
-            self._receive(packet)
-        except Exception:  # pragma: no cover - a bug; the listener must live
-            logger.exception('failed to aggregate a packet of %d bytes', len(packet))
-
-    def _receive(self, packet: bytes) -> None:
         counters = self._counters
         zeros = self._zeros
         timers = self._timers
@@ -510,20 +506,8 @@ class Aggregator:
             lag = timestamp - self._old_timestamp - config.flush_interval
             self._gauges[self._lag_key] = lag
         self._old_timestamp = timestamp
-        if self._bad_example is not None:
-            logger.warning(
-                '%d bad lines in this interval, for example %r',
-                int(self._counters[self._bad_key]),
-                self._bad_example,
-            )
-            self._bad_example = None
+        bad_line_example, self._bad_example = self._bad_example, None
         names_dropped, self._names_dropped = self._names_dropped, 0
-        if names_dropped:
-            logger.warning(
-                'dropped %d samples of new names in this interval: %d names '
-                'are held (max_names); raise it or delete idle names',
-                names_dropped, config.max_names,
-            )
 
         # The interval's dictionaries go to the snapshot as they are (the
         # aggregator starts new ones), so the event loop copies nothing
@@ -560,6 +544,7 @@ class Aggregator:
                 frozen_timers, timer_counters, config, self._timer, self._totals
             ),
             names_dropped=names_dropped,
+            bad_line_example=bad_line_example,
         )
         self._totals = {}
         self._reset()

@@ -19,8 +19,13 @@ from sprockets_statsd.server._admission import (
 )
 from sprockets_statsd.server._extras import needs_extra
 from sprockets_statsd.server.admin import AdminServer, Console
-from sprockets_statsd.server.aggregator import Aggregator
-from sprockets_statsd.server.config import DEFAULT_PORT, DEFAULT_SHUTDOWN_TIMEOUT, ServerConfig
+from sprockets_statsd.server.aggregator import Aggregator, Snapshot
+from sprockets_statsd.server.config import (
+    DEFAULT_PORT,
+    DEFAULT_SHUTDOWN_TIMEOUT,
+    AggregatorConfig,
+    ServerConfig,
+)
 from sprockets_statsd.server.frames import FrameStore
 from sprockets_statsd.server.graphite import GraphiteStats
 from sprockets_statsd.server.repeater import Repeaters
@@ -31,13 +36,36 @@ if typing.TYPE_CHECKING:  # Tornado and prometheus_client come with the server e
     from sprockets_statsd.server.http import QueryService
     from sprockets_statsd.server.prometheus import StatsdCollector
 
-__all__ = ['DEFAULT_PORT', 'DEFAULT_SHUTDOWN_TIMEOUT', 'Server', 'ServerConfig']
+__all__ = ['DEFAULT_PORT', 'DEFAULT_SHUTDOWN_TIMEOUT', 'Server', 'ServerConfig', 'report_interval']
 
 logger = logging.getLogger(__name__)
 
 #: Longest wait, in seconds, for the clock to reach the second after the
 #: previous flush's before the final flush (see Server._final_flush).
 _MAX_FINAL_WAIT = 1.0
+
+
+def report_interval(snapshot: Snapshot, config: AggregatorConfig) -> None:
+    """Log what went wrong in a flush interval: one warning per kind, at most.
+
+    Bad lines and samples dropped at ``max_names`` are counted on every
+    line, but logged once per interval with a count, so that a misbehaving
+    client cannot flood the log.
+
+    :param snapshot: the interval's flush
+    :param config: the aggregator's settings, for ``max_names``
+    """
+    if snapshot.bad_line_example is not None:
+        logger.warning(
+            '%d bad lines in this interval, for example %r',
+            int(snapshot.bad_lines_seen), snapshot.bad_line_example,
+        )
+    if snapshot.names_dropped:
+        logger.warning(
+            'dropped %d samples of new names in this interval: %d names '
+            'are held (max_names); raise it or delete idle names',
+            snapshot.names_dropped, config.max_names,
+        )
 
 
 class Server:
@@ -337,6 +365,7 @@ class Server:
             logger.exception('flush failed; its metrics are lost')
             return
         self._last_timestamp = snapshot.timestamp
+        report_interval(snapshot, self.config.aggregator)
         for sink in self.sinks:
             sink.submit(snapshot)
         self.status.flushed(snapshot, now)

@@ -11,6 +11,7 @@ import pytest
 
 from sprockets_statsd.errors import ConfigurationError
 from sprockets_statsd.server.aggregator import Aggregator, Snapshot
+from sprockets_statsd.server.app import report_interval
 from sprockets_statsd.server.config import AggregatorConfig
 
 T0 = 1_700_000_000.0
@@ -597,12 +598,12 @@ def test_bad_lines_are_logged_once_per_interval(caplog: pytest.LogCaptureFixture
     aggregator = Aggregator(AggregatorConfig())
     aggregator.receive(b'bad1\nbad2\nbad3')
     assert not caplog.records
-    aggregator.flush(T0)
+    report_interval(aggregator.flush(T0), aggregator.config)
     assert len(caplog.records) == 1
     assert '3 bad lines' in caplog.text
     assert 'bad1' in caplog.text
     caplog.clear()
-    aggregator.flush(T0 + 10)
+    report_interval(aggregator.flush(T0 + 10), aggregator.config)
     assert not caplog.records
 
 

@@ -12,6 +12,7 @@ import pytest
 from sprockets_statsd.errors import ConfigurationError
 from sprockets_statsd.server import cli
 from sprockets_statsd.server.aggregator import Aggregator
+from sprockets_statsd.server.app import report_interval
 from sprockets_statsd.server.config import AggregatorConfig
 from sprockets_statsd.server.graphite import GraphiteStats, render
 
@@ -41,6 +42,7 @@ def test_new_names_beyond_the_cap_are_dropped_and_counted(
     agg.receive(b'a:2|c\nt:7|ms\ng:+1|g\ns:z|s')          # known names go on
     caplog.set_level(logging.WARNING)
     snap = agg.flush(NOW)
+    report_interval(snap, agg.config)
     assert dict(snap.counters) == {
         'statsd.bad_lines_seen': 0.0, 'statsd.packets_received': 3.0,
         'statsd.metrics_received': 14.0, 'a': 3.0, 'b': 1.0,

@@ -14,7 +14,7 @@ import bisect
 import itertools
 import operator
 
-__all__ = ['MAX_UNIX_DATAGRAM_SIZE', 'datagrams']
+__all__ = ['MAX_UNIX_DATAGRAM_SIZE', 'datagrams', 'payload_counts']
 
 #: The default (and usual) largest datagram on a Unix datagram socket.  No
 #: network path limits it, but the receiver reads each datagram into a
@@ -72,3 +72,25 @@ def _pack(payloads: list[bytes], limit: int) -> list[bytes]:
         base = ends[stop - 1]
         start = stop
     return result
+
+
+def payload_counts(payloads: list[bytes], packed: list[bytes]) -> list[int]:
+    """How many of `payloads` each datagram of ``datagrams(payloads, ...)`` holds.
+
+    Lets a sender count a refused datagram as the payloads it carried.
+    """
+    if len(packed) == 1:
+        return [len(payloads)]
+    counts = [datagram.count(b'\n') + 1 for datagram in packed]
+    if sum(counts) == len(payloads):  # one line per payload: lines are payloads
+        return counts
+    counts = []
+    index = 0
+    for datagram in packed:  # a payload of several lines: walk the payloads
+        size, count = -1, 0
+        while index < len(payloads) and size < len(datagram):
+            size += len(payloads[index]) + 1
+            index += 1
+            count += 1
+        counts.append(count)
+    return counts

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 
 from sprockets_statsd import _emitter
 from sprockets_statsd._booleans import parse_boolean
-from sprockets_statsd._packing import MAX_UNIX_DATAGRAM_SIZE, datagrams
+from sprockets_statsd._packing import MAX_UNIX_DATAGRAM_SIZE, datagrams, payload_counts
 from sprockets_statsd._ports import check_port
 from sprockets_statsd._syncbase import Pipeline, StatsClientBase
 from sprockets_statsd.errors import ConfigurationError
@@ -91,25 +91,28 @@ class _DatagramClient(StatsClientBase):
         except OSError as error:
             self._send_failed(error)
 
-    def _send_failed(self, error: OSError) -> None:
+    def _send_failed(self, error: OSError, count: int = 1) -> None:
         drops = self._drops
         with drops.lock:
-            drops.send_failed += 1
+            drops.send_failed += count
             drops.warn.warning('send', 'statsd send to %s failed: %s', self._addr, error)
 
     def _send_batch(self, lines: list[str]) -> None:
         data = encode('\n'.join(lines))
         if len(data) <= self._maxudpsize:
-            self._send_datagram(data)
+            self._send_datagram(data, len(lines))
             return
-        for datagram in datagrams([encode(line) for line in lines], self._maxudpsize):
-            self._send_datagram(datagram)
+        payloads = [encode(line) for line in lines]
+        packed = datagrams(payloads, self._maxudpsize)
+        for datagram, count in zip(packed, payload_counts(payloads, packed), strict=True):
+            self._send_datagram(datagram, count)
 
-    def _send_datagram(self, data: bytes) -> None:
+    def _send_datagram(self, data: bytes, count: int) -> None:
+        """Send one datagram of `count` metrics; a refusal drops and counts them all."""
         try:
             self._sendto(data, self._addr)
         except OSError as error:
-            self._send_failed(error)
+            self._send_failed(error, count)
 
 
 class StatsClient(_DatagramClient):

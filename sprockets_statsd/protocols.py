@@ -32,7 +32,7 @@ import logging
 import socket
 import typing
 
-from sprockets_statsd._packing import MAX_UNIX_DATAGRAM_SIZE, datagrams
+from sprockets_statsd._packing import MAX_UNIX_DATAGRAM_SIZE, datagrams, payload_counts
 
 __all__ = [
     'MAX_UNIX_DATAGRAM_SIZE',
@@ -369,12 +369,8 @@ class UnixDatagramProtocol(StatsdProtocol):
             self.unsent.extend(payloads)
             return 0
         datagram_list = datagrams(payloads, self.max_datagram_size)
-        if len(datagram_list) == 1:
-            sizes = [len(payloads)]
-        else:  # how many payloads each datagram holds, to count losses exactly
-            sizes = [datagram.count(b'\n') + 1 for datagram in datagram_list]
-            if sum(sizes) != len(payloads):  # a payload of several lines
-                sizes = _payload_counts(payloads, datagram_list)
+        # How many payloads each datagram holds, to count losses exactly.
+        sizes = payload_counts(payloads, datagram_list)
         sendto, path = transport.sock.sendto, self.path
         sent = 0
         for datagram, size in zip(datagram_list, sizes, strict=True):
@@ -388,19 +384,6 @@ class UnixDatagramProtocol(StatsdProtocol):
         self.sent += sent
         return sent
 
-
-def _payload_counts(payloads: list[bytes], packed: list[bytes]) -> list[int]:
-    """How many of `payloads` each datagram of `packed` holds (payloads kept whole)."""
-    counts = []
-    index = 0
-    for datagram in packed:
-        size, count = -1, 0
-        while index < len(payloads) and size < len(datagram):
-            size += len(payloads[index]) + 1
-            index += 1
-            count += 1
-        counts.append(count)
-    return counts
 
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sprockets_statsd._packing import datagrams
+from sprockets_statsd._packing import datagrams, payload_counts
 
 line = st.binary(min_size=1, max_size=40).map(lambda b: b.replace(b'\n', b'_'))
 payload = st.one_of(line, st.tuples(line, line).map(b'\n'.join))
@@ -49,3 +49,18 @@ def test_packing_keeps_order_bounds_and_payloads(payloads: list[bytes], limit: i
         taken.append(remaining.pop(0))
         assert len(datagram) <= limit or len(taken) == 1
     assert not remaining
+
+
+@settings(max_examples=300)
+@given(st.lists(payload, max_size=60), st.integers(min_value=1, max_value=200))
+def test_payload_counts_say_which_payloads_each_datagram_holds(
+        payloads: list[bytes], limit: int) -> None:
+    """Each datagram is exactly the next `count` payloads joined, for every datagram."""
+    packed = datagrams(payloads, limit)
+    counts = payload_counts(payloads, packed)
+    assert len(counts) == len(packed)
+    start = 0
+    for datagram, count in zip(packed, counts, strict=True):
+        assert datagram == b'\n'.join(payloads[start:start + count])
+        start += count
+    assert start == len(payloads)

@@ -218,3 +218,17 @@ def test_sync_client_replaces_text_utf8_cannot_carry(dgram: UnixDatagramReceiver
         assert dgram.datagram() == b'members:x?|s'
     finally:
         client.close()
+
+
+def test_sync_pipeline_counts_every_metric_of_a_refused_datagram(
+        dgram: UnixDatagramReceiver) -> None:
+    """A refused datagram of a pipeline counts each metric it held, not one."""
+    dgram.stop()
+    client = UnixDatagramStatsClient(dgram.path, max_datagram_size=512)
+    try:
+        with client.pipeline() as pipe:
+            for i in range(300):
+                pipe.gauge('level', -i)  # two lines for the negative ones
+        assert client.dropped_send_failed == 300
+    finally:
+        client.close()

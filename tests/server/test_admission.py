@@ -101,7 +101,7 @@ async def test_a_connection_that_keeps_talking_is_not_idle() -> None:
         for count in range(1, 9):
             writer.write(b'busy:1|c\n')
             await wait_until(
-                lambda n=count: server.aggregator.current_counters().get('busy') == n)  # type: ignore[misc]
+                lambda n=count: server.aggregator.current_counters().get('busy') == n)
             await asyncio.sleep(0.1)  # the client's own pace, not a synchronisation
         assert server.admission.idle_closed == 0
         writer.close()
@@ -150,7 +150,8 @@ async def test_descriptors_stay_in_reserve_under_a_low_rlimit() -> None:
     """A server limited to 200 descriptors serves only as many stream
     connections as fit beside its reserve (and says so); 150 connections
     then leave HTTP, the admin console and the Graphite sink working, and
-    the refusals are logged once, not once each."""
+    refusals and accept failures are logged once, not once each, without
+    tracebacks."""
     async with FakeCarbon() as carbon:
         process = ServerProcess(
             '-b', '127.0.0.1:0', '-f', '0.2', '-s', f'127.0.0.1:{carbon.port}',
@@ -183,4 +184,8 @@ async def test_descriptors_stay_in_reserve_under_a_low_rlimit() -> None:
                 assert json.loads(stats[1])['Stat']['conn'] == limit
             status, _, stderr = await process.stop()
         assert status == 0
+        # At most once per ten seconds each, and never a traceback per
+        # failed accept.
         assert stderr.count('refused a connection') <= 2, stderr
+        assert stderr.count('cannot accept connections') <= 2, stderr
+        assert 'Traceback' not in stderr, stderr

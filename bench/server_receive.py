@@ -2,7 +2,8 @@
 
 Run: .venv/bin/python bench/server_receive.py [--seconds 1.0]
 
-Feeds 20-line packets of counters, timers and a mix straight to the
+Feeds 20-line packets of counters, timers, a mix, and counters tagged in
+the DogStatsD (with a container id) and InfluxDB dialects straight to the
 aggregator (no sockets), each for a fixed time, best of three, flushing
 between rounds.  Bounded in time; prints one line per case.
 """
@@ -24,6 +25,10 @@ CASES = {
         + [b'bench.g%d:+%d|g' % (i, i) for i in range(5)]
         + [b'bench.s%d:user%d|s' % (i, i) for i in range(5)]
     ),
+    'DogStatsD tags': b'\n'.join(
+        b'bench.c%d:1|c|#env:prod,host:web1|c:83c8a1' % i for i in range(20)
+    ),
+    'InfluxDB tags': b'\n'.join(b'bench.c%d,env=prod,host=web1:1|c' % i for i in range(20)),
 }
 
 
@@ -43,7 +48,7 @@ def main() -> None:
                 sent += 1000
             best = max(best, sent * 20 / (time.perf_counter() - start))
             aggregator.flush(time.time())
-        print(f'{name:>14}: {best:>12,.0f} lines/s (20 lines per packet, best of 3)')
+        print(f'{name:>15}: {best:>12,.0f} lines/s (20 lines per packet, best of 3)')
 
 
 if __name__ == '__main__':

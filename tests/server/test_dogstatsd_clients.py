@@ -14,7 +14,7 @@ import pytest
 from datadog.dogstatsd.base import DogStatsd
 from prometheus_client.parser import text_string_to_metric_families
 
-from sprockets_statsd.client import StatsClient
+from sprockets_statsd.client import StatsClient, UnixDatagramStatsClient
 from sprockets_statsd.server.app import Server
 from tests.server.helpers import DEFAULT_TIMEOUT, FakeCarbon, running_server
 
@@ -162,6 +162,33 @@ async def test_our_client_in_every_dialect_is_one_series(dialect: str) -> None:
         await _wait_for_metric(
             server, 'page_views_total', {'env': 'prod', 'region': 'eu'}, 3
         )
+
+
+async def test_our_unix_datagram_client_in_every_dialect(tmp_path: os.PathLike[str]) -> None:
+    """Our UnixDatagramStatsClient reaches --unix-datagram; every dialect and
+    a pipeline of them add to one series per tag set."""
+    path = os.path.join(tmp_path, 'statsd.dgram')
+    async with FakeCarbon() as carbon, running_server(
+        sinks=[(carbon.host, carbon.port)], binds=(), unix_datagram=path
+    ) as server:
+        clients = [
+            UnixDatagramStatsClient(path, tag_dialect=dialect, tags={'region': 'eu'})
+            for dialect in ('dogstatsd', 'influxdb', 'graphite')
+        ]
+        try:
+            for client in clients:
+                client.incr('jobs', tags={'env': 'prod'})
+                with client.pipeline() as pipe:
+                    pipe.incr('jobs', 2, tags={'env': 'prod'})
+                    pipe.timing('job.time', 7, tags={'env': 'prod'})
+        finally:
+            for client in clients:
+                client.close()
+        assert server.udp_addresses == [path]
+        await carbon.wait_for(
+            lambda c: sum(c.values('stats_counts.jobs;env=prod;region=eu')) == 9, '9 jobs'
+        )
+        await carbon.wait_for_value('stats.timers.job.time.count;env=prod;region=eu', 3)
 
 
 async def test_unix_datagram_socket_file(tmp_path: os.PathLike[str]) -> None:

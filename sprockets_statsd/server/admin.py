@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from sprockets_statsd._throttle import Throttle
 from sprockets_statsd.server._inspect import inspect_object
 from sprockets_statsd.server._jsnumber import format_js_number
+from sprockets_statsd.server._lines import LineFramer
 from sprockets_statsd.server.aggregator import Aggregator, MetricKind
 from sprockets_statsd.server.config import DEFAULT_ADMIN_HOST, DEFAULT_ADMIN_PORT
 from sprockets_statsd.server.graphite import GraphiteStats
@@ -60,6 +61,8 @@ HELP = (
 )
 
 _END = 'END\n\n'
+# Stands in for an over-long line: no command has this name.
+_TOO_LONG = b'line-too-long'
 _DELETE: dict[str, MetricKind] = {
     'delcounters': 'counters',
     'deltimers': 'timers',
@@ -248,9 +251,9 @@ class ConsoleSession:
 
     def __init__(self, console: Console, max_line_length: int = MAX_LINE_LENGTH) -> None:
         self._console = console
-        self._max = max_line_length
-        self._buffer = b''
-        self._discarding = False
+        # An over-long line becomes one that no command has: it is answered
+        # ERROR once, and the rest of it is skipped.
+        self._framer = LineFramer(max_line_length, _TOO_LONG)
         #: Whether ``quit`` was received: nothing more is executed.
         self.closed = False
         #: Whether the connection was closed for speaking HTTP.
@@ -261,33 +264,21 @@ class ConsoleSession:
 
         :param data: bytes as they arrived
         """
+        lines = self._framer.feed(data).split(b'\n')
+        if not lines[-1]:
+            lines.pop()  # the empty piece after the last newline
         replies: list[str] = []
-        *lines, tail = (self._buffer + data).split(b'\n')
-        self._buffer = b''
         for line in lines:
             if self.closed:
-                return ''.join(replies).encode()
-            if self._discarding:
-                self._discarding = False  # the end of an over-long line
-            elif len(line) > self._max:
-                replies.append('ERROR\n')
-            else:
-                replies.append(self._run(line))
-        if self.closed or self._discarding:
-            pass
-        elif len(tail) > self._max:
-            # Answer once, then skip the rest of the line as it arrives.
-            replies.append('ERROR\n')
-            self._discarding = True
-        else:
-            self._buffer = tail
+                break  # nothing after quit is executed
+            replies.append(self._run(line))
         return ''.join(replies).encode()
 
     def end(self) -> bytes:
         """The connection ended: run a last line that had no newline."""
-        if self.closed or self._discarding or not self._buffer.strip():
+        line = self._framer.end()
+        if self.closed or not line.strip():
             return b''
-        line, self._buffer = self._buffer, b''
         return self._run(line).encode()
 
     def _run(self, line: bytes) -> str:

@@ -24,6 +24,7 @@ import typing
 
 from sprockets_statsd._throttle import Throttle
 from sprockets_statsd.server._admission import Admission
+from sprockets_statsd.server._lines import LineFramer
 
 __all__ = [
     'DEFAULT_MAX_LINE_LENGTH',
@@ -189,9 +190,10 @@ class _LineProtocol(asyncio.Protocol):
         self._listener = listener
         self._admission = listener.admission
         self._receive = listener.receiver.receive
-        self._max = listener.max_line_length
-        self._tail = b''
-        self._discarding = False
+        # Partial lines count against the bound all connections share.
+        self._framer = LineFramer(
+            listener.max_line_length, LINE_TOO_LONG, self._admission.hold_partial
+        )
         self._admitted = False
         self.transport: asyncio.Transport | None = None
         #: When data last arrived (time.monotonic()).
@@ -215,14 +217,7 @@ class _LineProtocol(asyncio.Protocol):
         self._admitted = False
         self._listener.connections.discard(self)
         self._admission.release()
-        self._set_tail(b'')
-
-    def _set_tail(self, tail: bytes) -> bool:
-        """Keep `tail` as the partial line, if the shared bound allows."""
-        if not self._admission.hold_partial(len(self._tail), len(tail)):
-            return False
-        self._tail = tail
-        return True
+        self._framer.clear()
 
     def close_idle(self) -> None:
         """Close a connection that stayed silent; its last line still counts."""
@@ -236,17 +231,19 @@ class _LineProtocol(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         # A client that closes right after its last line may omit the final
         # newline: the line is complete all the same.
-        if self._tail and not self._discarding:
-            self._hand_on(self._tail)
-        self._set_tail(b'')
+        last = self._framer.end()
+        if last:
+            self._receive(last)
         return None
 
     def data_received(self, data: bytes) -> None:
         self.last_active = time.monotonic()
         try:
-            self._frame(data)
+            lines = self._framer.feed(data)
+            if lines:
+                self._receive(lines)
         except Exception as exc:
-            self._set_tail(b'')
+            self._framer.clear()
             self._listener.errors += 1
             self._listener.throttle.warning(
                 'packet',
@@ -254,27 +251,6 @@ class _LineProtocol(asyncio.Protocol):
                 self._listener.description,
                 exc,
             )
-
-    def _frame(self, data: bytes) -> None:
-        if self._discarding:
-            # The rest of an over-long line, already counted as bad.
-            newline = data.find(b'\n')
-            if newline < 0:
-                return
-            self._discarding = False
-            data = data[newline + 1 :]
-        buffer = self._tail + data if self._tail else data
-        end = buffer.rfind(b'\n') + 1
-        packet, tail = buffer[:end], buffer[end:]
-        if len(tail) > self._max or not self._set_tail(tail):
-            # Counted now, in the same packet, so that it costs no extra
-            # packets_received; the rest of it is skipped as it arrives.
-            # The same goes for a partial line beyond the shared bound.
-            packet += LINE_TOO_LONG
-            self._discarding = True
-            self._set_tail(b'')
-        if packet:
-            self._hand_on(packet)
 
     def finish(self) -> None:
         """Take in what the kernel already holds for this connection, close.
@@ -301,18 +277,6 @@ class _LineProtocol(asyncio.Protocol):
                         break
                     self.data_received(data)
         transport.close()
-
-    def _hand_on(self, packet: bytes) -> None:
-        # Only a packet longer than the bound can hold an over-long line, so
-        # the common small packet skips the split.
-        if len(packet) > self._max:
-            lines = packet.split(b'\n')
-            if max(map(len, lines)) > self._max:
-                packet = b'\n'.join(
-                    LINE_TOO_LONG if len(line) > self._max else line
-                    for line in lines
-                )
-        self._receive(packet)
 
 
 class StreamListener:

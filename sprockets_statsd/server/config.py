@@ -102,7 +102,7 @@ def _check_segment(field: str, value: str, *, allow_empty: bool) -> None:
         )
 
 
-#: Names held at once.  A counter costs about 600 bytes (plus about 1 KB in
+#: Names held at once.  A counter costs 200-300 bytes (plus about 1 KB in
 #: the load sink's frames), so half a million names stay well under a
 #: gigabyte, while a client that invents names per request cannot exhaust
 #: the machine.

@@ -1,0 +1,120 @@
+"""Query benchmark: /metrics and /N of a server holding many names.
+
+Strategy: a fresh server (``python -m sprockets_statsd.server``) with the
+load sink on loopback (``--http 127.0.0.1:0``, frames as long as its flush
+interval) gets `--names` counter names over TCP and runs until all
+fifteen frames hold every name.  Then, for ``/metrics`` and ``/15``: one
+request, timed from here (wall) and by the server's CPU time
+(``/proc/<pid>/stat``), with its ``VmHWM`` and ``VmRSS`` before and after;
+then, after the next flush (which makes both render again), three
+concurrent requests.  Every request must answer 200 with the same body.
+
+Run from the repository root::
+
+    .venv/bin/python bench/server_scrape.py --names 500000
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import os
+import pathlib
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+__all__ = ['main']
+
+HERE = pathlib.Path(__file__).resolve().parent
+HOST = '127.0.0.1'
+FLUSH = 3.0
+FRAMES = 15
+_TICK = os.sysconf('SC_CLK_TCK')
+_UDP = re.compile(r'listening on udp [^:]+:(\d+)')
+_HTTP = re.compile(r'load sink http://[^:]+:(\d+)/')
+
+
+def _cpu(pid: int) -> float:
+    fields = pathlib.Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def _memory(pid: int) -> dict[str, int]:
+    status = pathlib.Path(f'/proc/{pid}/status').read_text()
+    return {k: int(v.split()[0]) // 1024 for k, v in re.findall(r'^(Vm\w+):\s+(.*)$', status, re.M)}
+
+
+def _get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=120) as response:
+        assert response.status == 200
+        body: bytes = response.read()
+        return body
+
+
+def _requests(pid: int, url: str, count: int) -> dict[str, float]:
+    before_cpu, before = _cpu(pid), _memory(pid)
+    started = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(count) as pool:
+        bodies = list(pool.map(_get, [url] * count))
+    wall = time.monotonic() - started
+    after = _memory(pid)
+    assert all(body == bodies[0] for body in bodies)
+    return {'wall': wall, 'cpu': _cpu(pid) - before_cpu, 'bytes': len(bodies[0]),
+            'hwm_increase': after['VmHWM'] - before['VmHWM'],
+            'rss_increase': after['VmRSS'] - before['VmRSS'], 'rss': after['VmRSS']}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n', 1)[0])
+    parser.add_argument('--names', type=int, default=500_000)
+    args = parser.parse_args(argv)
+    command = [sys.executable, '-m', 'sprockets_statsd.server', '-b', f'{HOST}:0',
+               '-f', str(FLUSH), '--admin', 'off', '--http', f'{HOST}:0',
+               '--load-frame-length', str(FLUSH), '--max-names', str(2 * args.names)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith('STATSD_')}
+    with subprocess.Popen(command, cwd=HERE.parent, env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True) as server:
+        try:
+            assert server.stderr is not None
+            udp = http = 0
+            while not (udp and http):
+                line = server.stderr.readline()
+                if not line:
+                    raise RuntimeError(f'the server exited with {server.wait()}')
+                udp = udp or int((_UDP.search(line) or [0, 0])[1])
+                http = http or int((_HTTP.search(line) or [0, 0])[1])
+            threading.Thread(target=server.stderr.read, daemon=True).start()
+            with socket.create_connection((HOST, udp), timeout=60) as sock:
+                for start in range(0, args.names, 10_000):
+                    sock.sendall(''.join(
+                        f'scrape.c.n{i:07d}:{i % 1000 + 1}|c\n'
+                        for i in range(start, min(start + 10_000, args.names))).encode())
+            # Every frame holds every name after FRAMES more flushes.
+            time.sleep(FLUSH * (FRAMES + 1.5))
+            base = f'http://{HOST}:{http}'
+            print(f'{args.names:,} counter names, {FRAMES} frames, RSS '
+                  f'{_memory(server.pid)["VmRSS"]} MiB, load average '
+                  f'{" ".join(pathlib.Path("/proc/loadavg").read_text().split()[:3])}')
+            print('| path | requests | wall s | server CPU s | body MB | VmHWM increase MiB '
+                  '| RSS increase MiB |')
+            print('|---|--:|--:|--:|--:|--:|--:|')
+            for path in ('/metrics', f'/{FRAMES}'):
+                for count in (1, 3):
+                    # Wait for a flush: the answer is rendered anew.
+                    time.sleep(FLUSH)
+                    row = _requests(server.pid, base + path, count)
+                    print(f'| {path} | {count} | {row["wall"]:.2f} | {row["cpu"]:.2f} '
+                          f'| {row["bytes"] / 1e6:.1f} | {row["hwm_increase"]} '
+                          f'| {row["rss_increase"]} |', flush=True)
+        finally:
+            server.kill()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -27,6 +27,7 @@ import bisect
 import io
 import logging
 import math
+import operator
 import re
 import types
 import typing
@@ -182,6 +183,7 @@ class StatsdCollector(Collector):
         self._thresholds = tuple(percent_thresholds)
         self._histograms = tuple(histograms)
         self._state = _State()
+        self._layout: _Layout | None = None
         #: Flushes taken in: a scrape's output changes only when it does.
         self.generation = 0
         #: Keys left out of the latest scrape because their Prometheus
@@ -273,42 +275,43 @@ class StatsdCollector(Collector):
         The same bytes as prometheus_client's ``generate_latest`` gives for
         :meth:`collect`, several times faster (no objects per sample), and
         with little more memory than the text itself: it is encoded piece
-        by piece into one buffer.  Takes a second or more for hundreds of
-        thousands of keys, so call it in a thread.
+        by piece into one buffer.  The text of every sample but its value
+        (see :class:`_Layout`) is kept from one call to the next while the
+        flushes hold the same keys, so that a call mostly formats values.
+        Takes up to a second or more for hundreds of thousands of keys, so
+        call it in a thread.
         """
-        plan = self._plan()
-        names, labels, values = plan.names, plan.labels, plan.values
+        state = self._state  # one flush's state, whatever happens meanwhile
+        layout = self._layout
+        if layout is None or not layout.fits(state):
+            layout = self._layout = _Layout(self._plan(state), state)
+        self.collisions = layout.collisions
+        values = layout.values(state)
         go = typing.cast(Callable[[float], str], floatToGoString)
+        prefixes = layout.prefixes
         body = io.BytesIO()
-        out: list[str] = []
-        add = out.append
-        family_names, kinds, docs = plan.family_names, plan.kinds, plan.docs
-        for family, sample in plan.order():
-            if family >= 0:
-                if len(out) >= _CHUNK_LINES:
-                    body.write(''.join(out).encode())
-                    out.clear()
-                kind = kinds[family]
-                shown = family_names[family]
-                if kind == 'counter':
-                    shown += '_total'
-                add(f'# HELP {shown} {docs[family]}\n# TYPE {shown} {kind}\n')
-            tags = labels[sample]
-            if tags:
-                add(f'{names[sample]}{_label_text(tags)} {go(values[sample])}\n')
-            else:
-                add(f'{names[sample]} {go(values[sample])}\n')
-        body.write(''.join(out).encode())
+        for start in range(0, len(prefixes), _CHUNK_LINES):
+            chunk = values[start:start + _CHUNK_LINES]
+            # repr is floatToGoString's answer for a short finite value.
+            texts = [
+                text if len(text) < 8 and text[-1] not in 'fn' else go(value)
+                for text, value in zip(map(repr, chunk), chunk, strict=True)
+            ]
+            body.write(''.join(map(operator.add, prefixes[start:start + _CHUNK_LINES],
+                                   texts)).encode())
+        if prefixes:
+            body.write(b'\n')  # the end of the last line
         # The buffer's own bytes, not a copy, once nothing else refers to it.
         return body.getvalue()
 
-    def _plan(self) -> _Plan:
-        """The families and samples of the latest flush.
+    def _plan(self, state: _State | None = None) -> _Plan:
+        """The families and samples of `state`, by default the latest flush.
 
         Keys in sorted order within each kind; a key whose series another
         key already took is left out and counted in :attr:`collisions`.
         """
-        state = self._state  # one flush's state, whatever happens meanwhile
+        if state is None:
+            state = self._state  # one flush's state, whatever happens meanwhile
         plan = _Plan()
         families: dict[str, int] = {}
         taken: set[str] = set()
@@ -352,6 +355,7 @@ class StatsdCollector(Collector):
             plan.family_names.append, plan.kinds.append, plan.docs.append)
         owners, sample_names = plan.family.append, plan.names.append
         sample_labels, sample_values = plan.labels.append, plan.values.append
+        kept = plan.kept_counters.append
         for key in sorted(counters):
             if ';' not in key:
                 name = prometheus_name(key)
@@ -368,17 +372,20 @@ class StatsdCollector(Collector):
                     sample_names(total)
                     sample_labels(_NO_LABELS)
                     sample_values(counters[key])
+                    kept(key)
                     continue
             made = family(key, 'counter', _COUNTER_DOC, ('_total',))
             if made:
                 index, name, labels = made
                 add(index, name + '_total', labels, state.counters[key])
+                kept(key)
         for key in sorted(state.timers):
             timer = state.timers[key]
             if timer.buckets:
                 made = family(key, 'histogram', _HISTOGRAM_DOC,
                               ('_bucket', '_sum', '_count'), 'seconds')
                 if made:
+                    plan.kept_timers.append(key)
                     index, name, labels = made
                     for bound, value in timer.buckets:
                         add(index, name + '_bucket', {**labels, 'le': repr(bound)}, value)
@@ -389,21 +396,24 @@ class StatsdCollector(Collector):
                 continue
             made = family(key, 'summary', _TIMER_DOC, ('_sum', '_count'), 'seconds')
             if made:
+                plan.kept_timers.append(key)
                 index, name, labels = made
                 for quantile, value in timer.quantiles:
                     add(index, name, {**labels, 'quantile': _format_quantile(quantile)},
                         value)
                 add(index, name + '_sum', labels, timer.seconds_total)
                 add(index, name + '_count', labels, timer.count_total)
-        for doc, mapping in ((_GAUGE_DOC, state.gauges), (_SET_DOC, state.sets)):
+        for doc, mapping, kept_keys in ((_GAUGE_DOC, state.gauges, plan.kept_gauges),
+                                        (_SET_DOC, state.sets, plan.kept_sets)):
             for key in sorted(mapping):
                 made = family(key, 'gauge', doc, ())
                 if made:
+                    kept_keys.append(key)
                     index, name, labels = made
                     add(index, name, labels, mapping[key])
         if collisions:
             logger.debug('%d statsd keys share a Prometheus series; left out', collisions)
-        self.collisions = collisions
+        self.collisions = plan.collisions = collisions
         return plan
 
 
@@ -421,6 +431,13 @@ class _Plan:
         self.labels: list[Mapping[str, str]] = []
         self.values = array.array('d')
         self._in_order = True
+        #: The keys exposed, in the order their samples were added.
+        self.kept_counters: list[str] = []
+        self.kept_timers: list[str] = []
+        self.kept_gauges: list[str] = []
+        self.kept_sets: list[str] = []
+        #: Keys left out: their series was taken.
+        self.collisions = 0
 
     def new_family(self, name: str, kind: str, doc: str) -> int:
         self.family_names.append(name)
@@ -436,15 +453,20 @@ class _Plan:
         self.labels.append(labels)
         self.values.append(value)
 
+    def samples(self) -> Sequence[int] | None:
+        """The samples in exposition order, or None if that is the order
+        they came in."""
+        if self._in_order:
+            return None
+        # Tagged keys of one name may come apart in key order; a stable
+        # sort keeps each family's samples in the order they came.
+        return sorted(range(len(self.family)), key=self.family.__getitem__)
+
     def order(self) -> Iterator[tuple[int, int]]:
         """``(family, sample)`` in exposition order; `family` is -1 but for
         the first sample of each family."""
         owners = self.family
-        samples: Iterable[int] = range(len(owners))
-        if not self._in_order:
-            # Tagged keys of one name may come apart in key order; a stable
-            # sort keeps each family's samples in the order they came.
-            samples = sorted(samples, key=owners.__getitem__)
+        samples: Iterable[int] = self.samples() or range(len(owners))
         last = -1
         for sample in samples:
             owner = owners[sample]
@@ -453,6 +475,84 @@ class _Plan:
                 yield owner, sample
             else:
                 yield -1, sample
+
+
+def _timer_shape(timer: _Timer) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """What a timer's samples are named after: its bounds and quantiles."""
+    return tuple(bound for bound, _ in timer.buckets), tuple(q for q, _ in timer.quantiles)
+
+
+class _Layout:
+    """The text of each sample of a plan but its value, in exposition order.
+
+    It holds for every flush with the same keys (and timers of the same
+    bounds and quantiles) as the one it was made from, since names, labels
+    and collisions depend on nothing else; it takes memory in proportion
+    to the keys of one flush, which ``max_names`` bounds.
+    """
+
+    def __init__(self, plan: _Plan, state: _State) -> None:
+        self.collisions = plan.collisions
+        self.counter_keys = frozenset(state.counters)
+        self.timer_shapes = {key: _timer_shape(timer) for key, timer in state.timers.items()}
+        self.gauge_keys = frozenset(state.gauges)
+        self.set_keys = frozenset(state.sets)
+        self.kept_counters = plan.kept_counters
+        self.kept_timers = plan.kept_timers
+        self.kept_gauges = plan.kept_gauges
+        self.kept_sets = plan.kept_sets
+        samples = plan.samples()
+        self.order = None if samples is None else array.array('q', samples)
+        names, labels, kinds = plan.names, plan.labels, plan.kinds
+        family_names, docs = plan.family_names, plan.docs
+        #: Each sample's line up to its value, after the end of the line
+        #: before and the family's header if it is the family's first.
+        self.prefixes: list[str] = []
+        add = self.prefixes.append
+        newline = ''
+        for family, sample in plan.order():
+            header = newline
+            if family >= 0:
+                kind = kinds[family]
+                shown = family_names[family]
+                if kind == 'counter':
+                    shown += '_total'
+                header += f'# HELP {shown} {docs[family]}\n# TYPE {shown} {kind}\n'
+            tags = labels[sample]
+            if tags:
+                add(f'{header}{names[sample]}{_label_text(tags)} ')
+            else:
+                add(f'{header}{names[sample]} ')
+            newline = '\n'
+
+    def fits(self, state: _State) -> bool:
+        """Whether `state` has the keys this layout was made for."""
+        return (
+            state.counters.keys() == self.counter_keys
+            and state.gauges.keys() == self.gauge_keys
+            and state.sets.keys() == self.set_keys
+            and len(state.timers) == len(self.timer_shapes)
+            and all(self.timer_shapes.get(key) == _timer_shape(timer)
+                    for key, timer in state.timers.items())
+        )
+
+    def values(self, state: _State) -> array.array[float]:
+        """The value of each sample of `state`, in exposition order."""
+        values = array.array('d', map(state.counters.__getitem__, self.kept_counters))
+        timers = state.timers
+        for key in self.kept_timers:
+            timer = timers[key]
+            if timer.buckets:
+                values.extend([value for _, value in timer.buckets])
+                values.extend((timer.count_total, timer.seconds_total, timer.count_total))
+            else:
+                values.extend([value for _, value in timer.quantiles])
+                values.extend((timer.seconds_total, timer.count_total))
+        values.extend(map(state.gauges.__getitem__, self.kept_gauges))
+        values.extend(map(state.sets.__getitem__, self.kept_sets))
+        if self.order is not None:
+            values = array.array('d', map(values.__getitem__, self.order))
+        return values
 
 
 def _label_text(labels: Mapping[str, str]) -> str:

@@ -244,3 +244,28 @@ def test_own_text_is_generate_latest_byte_for_byte() -> None:
         exposed.flush('\n'.join(lines).encode())
         assert exposed.collector.exposition() == exposed.text().encode()
     assert exposed.collector.collisions > 0
+
+
+def test_own_text_holds_as_values_and_keys_change() -> None:
+    """The text of names and labels kept from one exposition() to the next
+    serves while the keys stay, and is made anew when they change, including
+    a timer's quantiles and a gauge turning into a set."""
+    exposed = Exposed(percent_thresholds=(90, 10), histograms=[('h', [1, 10])])
+    base = [b'a.b:1|c', b'a.b:1|c|#env:prod', b'a_b:2|c|#env:dev', b'a-b:3|c',
+            b'x:1|g', b'y:2|s', b'h:5|ms', b'z:12345678|g']
+    texts = []
+    # The first flush has no timestamp_lag gauge yet.
+    for step, extra in enumerate([b'', b'', b'', b'new:1|c', b'new:1|c',
+                                  b't:1|ms\nt:2|ms', b't:1|ms\n' * 12, b't:3|ms\n' * 12,
+                                  b'x:1|s']):
+        exposed.flush(b'\n'.join(base) + b'\n' + extra + b'\na.b:%d|c' % step)
+        before = exposed.collector._layout
+        text = exposed.collector.exposition()
+        assert text == exposed.text().encode()
+        texts.append(text)
+        if step in (2, 4, 7):
+            assert exposed.collector._layout is before
+        else:
+            assert exposed.collector._layout is not before
+    assert len(set(texts)) == len(texts)
+    assert exposed.collector.collisions == 2  # a-b as a.b, and x

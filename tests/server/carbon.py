@@ -17,10 +17,9 @@ import sys
 import time
 import typing
 
-import pytest
 import whisper  # type: ignore[import-untyped]
 
-from tests.server.helpers import free_ports, wait_until
+from tests.server.helpers import free_ports, wait_for_listener, wait_until
 
 __all__ = [
     'START_TIMEOUT',
@@ -115,22 +114,8 @@ class _CarbonDaemon:
             '--nodaemon', '--logfile=-', f'--pidfile={self.root}/carbon.pid',
             'start', stdout=self._log_file, stderr=asyncio.subprocess.STDOUT, env=env,
         )
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if self.process.returncode is not None:
-                pytest.fail(f'{self.program} exited with {self.process.returncode}:\n'
-                            f'{self.output()}')
-            try:
-                _, writer = await asyncio.open_connection('127.0.0.1', self.line_port)
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f'{self.program} did not listen within '
-                                f'{START_TIMEOUT} s:\n{self.output()}')
-                await asyncio.sleep(0.1)
-                continue
-            writer.close()
-            await writer.wait_closed()
-            return
+        await wait_for_listener(self.process, self.line_port, self.program, self.output,
+                                START_TIMEOUT, poll=0.1)
 
     async def stop(self) -> None:
         """Terminate the daemon (kill it if it lingers)."""

@@ -23,7 +23,7 @@ import typing
 
 import pytest
 
-from tests.server.helpers import free_ports
+from tests.server.helpers import free_ports, wait_for_listener
 
 __all__ = [
     'ETSY_DIR',
@@ -105,22 +105,7 @@ class _Daemon:
     async def _wait_for_tcp(self, port: int, what: str) -> None:
         """Wait until 127.0.0.1:`port` accepts, failing if the program exits."""
         assert self.process is not None
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if self.process.returncode is not None:
-                pytest.fail(f'{what} exited with {self.process.returncode}:\n{self.output()}')
-            try:
-                _, writer = await asyncio.wait_for(
-                    asyncio.open_connection('127.0.0.1', port), 1.0)
-            except (OSError, asyncio.TimeoutError):
-                if time.monotonic() > deadline:
-                    pytest.fail(f'{what} did not listen within {START_TIMEOUT} s:\n'
-                                f'{self.output()}')
-                await asyncio.sleep(0.05)
-                continue
-            writer.close()
-            await writer.wait_closed()
-            return
+        await wait_for_listener(self.process, port, what, self.output, START_TIMEOUT)
 
     async def stop(self) -> None:
         """Terminate the program (kill it if it lingers)."""

@@ -19,6 +19,8 @@ import socket
 import sys
 import typing
 
+import pytest
+
 from sprockets_statsd.server.app import Server, ServerConfig
 from sprockets_statsd.server.config import AggregatorConfig
 from tests.helpers import DEFAULT_TIMEOUT, StatsdServer, wait_until
@@ -177,6 +179,33 @@ def free_ports(count: int = 1) -> list[int]:
     finally:
         for sock in socks:
             sock.close()
+
+
+async def wait_for_listener(
+    process: asyncio.subprocess.Process,
+    port: int,
+    what: str,
+    output: typing.Callable[[], str],
+    timeout: float,
+    poll: float = 0.05,
+) -> None:
+    """Wait until 127.0.0.1:`port` accepts a connection, failing the test
+    (with the program's `output`) if `process` exits or `timeout` passes."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        if process.returncode is not None:
+            pytest.fail(f'{what} exited with {process.returncode}:\n{output()}')
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection('127.0.0.1', port), 1.0)
+        except (OSError, asyncio.TimeoutError):
+            if asyncio.get_running_loop().time() > deadline:
+                pytest.fail(f'{what} did not listen within {timeout} s:\n{output()}')
+            await asyncio.sleep(poll)
+            continue
+        writer.close()
+        await writer.wait_closed()
+        return
 
 
 def _family(host: str) -> socket.AddressFamily:

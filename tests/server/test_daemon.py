@@ -133,11 +133,13 @@ class Daemon:
         done = subprocess.run(self.command(), capture_output=True, text=True,
                               timeout=DEADLINE, env=_environment(), check=False)
         assert done.returncode == 0, done
-        self.pid = poll(lambda: read_pid(self.pidfile), 'the pid file')
+        # The daemon's own log names its pid; the pid file may still hold a
+        # stale one until the daemon has replaced it, so it is read second.
         listening = poll(lambda: [r for r in log_records(self.log_file)
                                   if r.get('msg') == 'listening'], 'the listening line')
-        assert listening[-1]['pid'] == str(self.pid)
+        self.pid = int(listening[-1]['pid'])
         self.port = int(listening[-1]['port'])
+        poll(lambda: read_pid(self.pidfile) == self.pid, f'pid {self.pid} in the pid file')
         return done
 
     def request(self, text: str) -> str:
@@ -147,7 +149,7 @@ class Daemon:
 
     def stop(self) -> None:
         """Kill the daemon if a test left it running."""
-        if self.pid and alive(self.pid):
+        if self.pid and self.pid != os.getpid() and alive(self.pid):
             os.kill(self.pid, signal.SIGKILL)
             poll(lambda: not alive(self.pid), f'pid {self.pid} to die')
 

@@ -15,7 +15,9 @@ from __future__ import annotations
 import collections
 import copy
 import dataclasses
+import itertools
 import math
+import operator
 import time
 from collections.abc import Callable, Iterable
 
@@ -160,15 +162,34 @@ class Window:
 
     def counters(self) -> dict[str, float]:
         """Each counter summed over the window."""
-        if not self.frames:
-            return {}
-        # The first frame is copied whole, in C; the others are folded in.
-        totals = dict(self.frames[0].counters)
-        get = totals.get
-        for frame in self.frames[1:]:
-            for key, value in frame.counters.items():
-                totals[key] = get(key, 0.0) + value
-        return dict(saturated(totals))
+        return dict(zip(*self.counter_totals(), strict=True))
+
+    def counter_totals(self) -> tuple[list[str], list[float]]:
+        """Each counter summed over the window, as keys and their totals.
+
+        Each total is the sum of the frames' values oldest first, then
+        saturated.  The frames of a server usually list their counters in
+        one order, each the first keys of the newest (the aggregator keeps
+        its keys in the order they were first seen), so the sums are made
+        column by column over the frames' values, in C, never by looking
+        keys up; other frames are merged key by key.
+        """
+        columns = [list(frame.counters) for frame in self.frames]
+        keys = max(columns, key=len, default=[])
+        if all(column == keys[:len(column)] for column in columns):
+            totals = _column_sums([list(f.counters.values()) for f in self.frames])
+        else:
+            merged = dict(self.frames[0].counters)
+            get = merged.get
+            for frame in self.frames[1:]:
+                for key, value in frame.counters.items():
+                    merged[key] = get(key, 0.0) + value
+            keys, totals = list(merged), list(merged.values())
+        # Finite sums are kept as they are; see _finite.saturated.
+        whole = sum(totals)
+        if whole - whole != 0:
+            totals = list(map(saturate, totals))
+        return keys, totals
 
     def timers(self) -> dict[str, TimerSummary]:
         """Each timer that received values in the window."""
@@ -210,7 +231,16 @@ class Window:
         ``stats.timers.<key>.{sum,upper,lower,count,mean}``; gauges as
         ``stats.gauges.<key>``; sets as ``stats.sets.<key>.count``.
         """
-        stat: dict[str, float] = dict(self.counters())
+        stat: dict[str, float] = self.counters()
+        stat.update(self.other_stat())
+        return stat
+
+    def other_stat(self) -> dict[str, float]:
+        """The timers, gauges and sets of :meth:`stat`, named likewise.
+
+        Where a name is also a counter's, this value is the one shown.
+        """
+        stat: dict[str, float] = {}
         for key, timer in self.timers().items():
             base = f'stats.timers.{key}.'
             stat[base + 'sum'] = timer.sum
@@ -223,6 +253,30 @@ class Window:
         for key, count in self.sets().items():
             stat[f'stats.sets.{key}.count'] = count
         return stat
+
+
+def _column_sums(columns: list[list[float]]) -> list[float]:
+    """Sum lists of values position by position, the first list first.
+
+    Each list is as long as the first keys of the frame it comes from, so
+    a position is summed over the lists long enough to have it; the sum
+    starts from the first frame's value, or from ``0.0`` where the first
+    frame has none, as a merge key by key does.
+
+    :param columns: the values of each frame, oldest first
+    """
+    totals: list[float] = []
+    start = 0
+    for end in sorted({len(column) for column in columns}):
+        parts = [column[start:end] for column in columns if len(column) >= end]
+        summed: Iterable[float] = parts[0]
+        if len(columns[0]) < end:
+            summed = map(operator.add, itertools.repeat(0.0), summed)
+        for part in parts[1:]:
+            summed = map(operator.add, summed, part)
+        totals.extend(summed)
+        start = end
+    return totals
 
 
 @dataclasses.dataclass

@@ -20,6 +20,7 @@ import tornado.httputil
 import tornado.web
 from prometheus_client import CollectorRegistry
 
+from sprockets_statsd.server._loadjson import Layouts, number, render
 from sprockets_statsd.server.aggregator import Snapshot
 from sprockets_statsd.server.config import DEFAULT_LOAD_HOST, DEFAULT_LOAD_PORT
 from sprockets_statsd.server.frames import FrameStore, Window
@@ -49,16 +50,6 @@ _WRITE_CHUNK = 256 * 1024
 _MAX_REPORTS = 4
 
 
-def _number(value: float) -> float | int | None:
-    """JSON for a value: whole numbers without ``.0``, no NaN or infinity."""
-    value = float(value)  # set sizes are ints
-    if not math.isfinite(value):
-        return None
-    if value.is_integer() and abs(value) < 2**53:
-        return int(value)
-    return value
-
-
 def load_report(frames: FrameStore, count: int, *, full: bool = False) -> dict[str, typing.Any]:
     """gstatsd's load sink answer for ``/count`` (or ``/count/full``).
 
@@ -79,13 +70,8 @@ def _report(window: Window, last_frame_time: int) -> dict[str, typing.Any]:
     stat = window.stat()
     return {
         'last_frame_time': last_frame_time,
-        'Stat': {name: _number(stat[name]) for name in sorted(stat)},
+        'Stat': {name: number(stat[name]) for name in sorted(stat)},
     }
-
-
-def _report_json(window: Window, last_frame_time: int) -> bytes:
-    """The load report as compact JSON; for a worker thread."""
-    return json.dumps(_report(window, last_frame_time), separators=(',', ':')).encode()
 
 
 class _Handler(tornado.web.RequestHandler):
@@ -246,6 +232,7 @@ class QueryService(ListeningSockets, Sink):
         self._rendering: tuple[int, asyncio.Future[bytes]] | None = None
         # Load reports of the current flush and frame, done or under way.
         self._reports: dict[tuple[int, bool, int, int], asyncio.Future[bytes]] = {}
+        self._layouts = Layouts()
 
     async def exposition(self) -> bytes:
         """The Prometheus text of the latest flush.
@@ -297,7 +284,7 @@ class QueryService(ListeningSockets, Sink):
             while len(self._reports) >= _MAX_REPORTS:
                 del self._reports[next(iter(self._reports))]  # the oldest
             future = self._reports[key] = asyncio.get_running_loop().run_in_executor(
-                None, _report_json, window, math.floor(frames.frame_start(current))
+                None, render, window, math.floor(frames.frame_start(current)), self._layouts
             )
         try:
             # Shielded: a client that goes away must not cancel the others'.

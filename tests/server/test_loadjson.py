@@ -1,0 +1,163 @@
+"""The load report's JSON: the same bytes as json.dumps, with names laid out once."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sprockets_statsd.server._finite import LARGEST, saturated
+from sprockets_statsd.server._loadjson import MAX_LAYOUTS, Layouts, render
+from sprockets_statsd.server.frames import Frame, Window
+from sprockets_statsd.server.http import _report
+
+
+def frame(index: int, counters: dict[str, float], **kinds: dict[str, float]) -> Frame:
+    """A frame holding exactly these aggregates."""
+    made = Frame(index)
+    made.counters = counters
+    made.gauges = kinds.get('gauges', {})
+    return made
+
+
+def reference(window: Window, last_frame_time: int = 60) -> bytes:
+    """The report as json.dumps writes it."""
+    return json.dumps(_report(window, last_frame_time), separators=(',', ':')).encode()
+
+
+def merged_key_by_key(frames: list[Frame]) -> dict[str, float]:
+    """Counters summed oldest frame first, key by key, as a plain loop does."""
+    totals = dict(frames[0].counters)
+    for later in frames[1:]:
+        for key, value in later.counters.items():
+            totals[key] = totals.get(key, 0.0) + value
+    return totals
+
+
+def test_report_matches_json_dumps_for_every_kind_and_collision() -> None:
+    """Counters, timers, gauges and sets, sorted; a gauge named like a
+    counter shows the gauge's value, as in Window.stat."""
+    first = frame(1, {'b': 2.0, 'stats.gauges.g': 5.0, 'a': 0.5})
+    first.timers = {'t': [12.0, 8.0, 4.0, 2.0, 2]}
+    first.sets = {'s': {'x', 'y'}}
+    first.set_peaks = {'s': 2}
+    second = frame(2, {'b': 1.0, 'stats.gauges.g': 1.0, 'a': 0.25, 'c': 1e-7},
+                   gauges={'g': 7.0})
+    window = Window((first, second))
+    body = render(window, 60, Layouts())
+    assert body == reference(window)
+    assert json.loads(body)['Stat']['stats.gauges.g'] == 7
+    assert body.startswith(b'{"last_frame_time":60,"Stat":{"a":0.75,"b":3,"c":1e-07,')
+
+
+def test_values_whose_json_is_not_their_repr_are_written_as_json_dumps_does() -> None:
+    """-0.0 is 0, whole numbers from 2**53 keep their .0, huge values their
+    exponent, and non-finite values are null."""
+    values = [-0.0, 2.0**53, -(2.0**53), 2.0**53 - 1, 1e16, LARGEST, -LARGEST, 0.1, 3.0,
+              -3.0, sys.float_info.min]
+    gauges = {'inf': math.inf, 'nan': math.nan, 'zero': -0.0}
+    window = Window((frame(1, {f'k{i:02d}': v for i, v in enumerate(values)}, gauges=gauges),))
+    body = render(window, 0, Layouts())
+    assert body == reference(window, 0)
+    assert b'"k00":0,' in body
+    assert b'"k01":9007199254740992.0,' in body
+    assert b'"k03":9007199254740991,' in body
+    assert b'"stats.gauges.inf":null' in body
+    assert b'"stats.gauges.zero":0}' in body
+
+
+def test_an_empty_window_reports_an_empty_stat() -> None:
+    """No frames: no names, the same JSON as json.dumps."""
+    assert render(Window(()), 5, Layouts()) == b'{"last_frame_time":5,"Stat":{}}'
+
+
+def test_reports_of_the_same_names_share_one_layout() -> None:
+    """The sorted names' text is made once for a list of names and kept
+    while later reports show the same names with other values."""
+    layouts = Layouts()
+    window = Window((frame(1, {'z': 1.0, 'a': 2.0}),))
+    render(window, 0, layouts)
+    kept = layouts.get(['z', 'a'], [])
+    later = Window((frame(1, {'z': 5.0, 'a': 0.5}),))
+    assert render(later, 0, layouts) == reference(later, 0)
+    assert layouts.get(['z', 'a'], []) is kept
+
+
+def test_new_names_get_a_new_layout_and_only_the_latest_are_kept() -> None:
+    """A name added or removed is laid out anew; at most MAX_LAYOUTS are
+    kept, the oldest dropped first."""
+    layouts = Layouts()
+    windows = [Window((frame(1, {f'n{j}': 1.0 for j in range(i + 1)}),))
+               for i in range(MAX_LAYOUTS + 1)]
+    made = []
+    for window in windows:
+        assert render(window, 0, layouts) == reference(window, 0)
+        made.append(layouts.get(list(window.frames[0].counters), []))
+    assert layouts.get(list(windows[-1].frames[0].counters), []) is made[-1]
+    assert layouts.get(list(windows[0].frames[0].counters), []) is not made[0]
+    # Fewer names than a kept layout: laid out anew, not a prefix of it.
+    fewer = Window((frame(1, {'n0': 1.0}),))
+    assert render(fewer, 0, layouts) == reference(fewer, 0)
+
+
+def test_totals_follow_the_oldest_frame_first_when_keys_share_an_order() -> None:
+    """Frames listing their keys as the first keys of the newest (a name
+    first seen later is appended) are summed column by column, giving
+    exactly the key-by-key sums, also where float addition rounds."""
+    frames = [
+        frame(1, {'a': 0.1, 'b': 0.7}),
+        frame(2, {'a': 0.2, 'b': 0.1, 'c': 0.3}),
+        frame(3, {'a': 0.3}),
+        frame(4, {'a': 1e16, 'b': 0.2, 'c': 0.6, 'd': -0.0}),
+    ]
+    keys, totals = Window(tuple(frames)).counter_totals()
+    expected = merged_key_by_key(frames)
+    assert keys == list(expected)
+    assert totals == list(expected.values())
+    assert totals[0] == 0.1 + 0.2 + 0.3 + 1e16
+    assert math.copysign(1, totals[3]) == 1  # 0.0 + -0.0, as the loop does
+
+
+def test_frames_in_another_order_are_merged_key_by_key() -> None:
+    """Keys in different orders (a counter deleted and seen again) fall back
+    to the merge key by key, with the same sums and overflow saturated."""
+    frames = [
+        frame(1, {'a': 0.1, 'b': LARGEST}),
+        frame(2, {'b': LARGEST, 'a': 0.2, 'c': 1.0}),
+        frame(3, {'c': 2.0, 'a': 0.3}),
+    ]
+    keys, totals = Window(tuple(frames)).counter_totals()
+    expected = merged_key_by_key(frames)
+    assert keys == list(expected)
+    assert totals == [0.1 + 0.2 + 0.3, LARGEST, 3.0]
+
+
+_VALUES = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.integers(-(2**60), 2**60).map(float),
+    st.sampled_from([0.0, -0.0, 1.0, 0.1, 2.0**53]),
+)
+
+
+@given(st.lists(st.dictionaries(st.sampled_from('abcdefgh'), _VALUES, max_size=8),
+                min_size=1, max_size=5),
+       st.dictionaries(st.sampled_from(['a', 'x', 'stats.gauges.b']), _VALUES, max_size=3),
+       st.booleans())
+def test_any_frames_give_the_bytes_of_json_dumps(
+    counters: list[dict[str, float]], gauges: dict[str, float], ordered: bool,
+) -> None:
+    """Whatever the keys, their order and the values, the report is the one
+    json.dumps writes of Window.stat, and the sums the key-by-key ones."""
+    if ordered:  # each frame's keys the first keys of one list
+        order = sorted(set().union(*counters))
+        counters = [{k: c.get(k, 1.0) for k in order[:len(c)]} for c in counters]
+    frames = [frame(i, c) for i, c in enumerate(counters)]
+    frames[-1].gauges = gauges
+    window = Window(tuple(frames))
+    assert window.counters() == dict(saturated(merged_key_by_key(frames)))
+    layouts = Layouts()
+    assert render(window, 1, layouts) == reference(window, 1)
+    assert render(window, 1, layouts) == reference(window, 1)

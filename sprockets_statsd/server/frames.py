@@ -15,13 +15,12 @@ from __future__ import annotations
 import collections
 import copy
 import dataclasses
-import itertools
 import math
-import operator
 import time
 from collections.abc import Callable, Iterable
 
 from sprockets_statsd.errors import ConfigurationError
+from sprockets_statsd.server._countersums import Column, KeptSums, sum_columns
 from sprockets_statsd.server._finite import saturate, saturated, total
 from sprockets_statsd.server.aggregator import Snapshot
 from sprockets_statsd.server.config import DEFAULT_FRAME_LENGTH
@@ -156,9 +155,13 @@ class Window:
 
     :param frames: the frames in the window that received flushes; views
         (:meth:`Frame.view`), so that reading the window in a thread is safe
+    :param sums: see :attr:`sums`
     """
 
     frames: tuple[Frame, ...]
+    #: Where the sums of complete frames are kept from one window to the
+    #: next (the store's); none for a window made by hand.
+    sums: KeptSums | None = dataclasses.field(default=None, compare=False)
 
     def counters(self) -> dict[str, float]:
         """Each counter summed over the window."""
@@ -168,23 +171,21 @@ class Window:
         """Each counter summed over the window, as keys and their totals.
 
         Each total is the sum of the frames' values oldest first, then
-        saturated.  The frames of a server usually list their counters in
-        one order, each the first keys of the newest (the aggregator keeps
-        its keys in the order they were first seen), so the sums are made
-        column by column over the frames' values, in C, never by looking
-        keys up; other frames are merged key by key.
+        saturated (see :mod:`._countersums`).  With :attr:`sums`, the sum
+        of the frames before the newest is kept for the next window.
         """
-        columns = [list(frame.counters) for frame in self.frames]
-        keys = max(columns, key=len, default=[])
-        if all(column == keys[:len(column)] for column in columns):
-            totals = _column_sums([list(f.counters.values()) for f in self.frames])
+        if not self.frames:
+            return [], []
+        *head, newest = self.frames
+        if self.sums is not None and len(head) > 1:
+            ids = tuple((frame.index, frame.flushes) for frame in head)
+            before = self.sums.get(ids)
+            if before is None:
+                before = sum_columns([_column(frame) for frame in head])
+                self.sums.keep(ids, before)
+            keys, totals = sum_columns([before, _column(newest)])
         else:
-            merged = dict(self.frames[0].counters)
-            get = merged.get
-            for frame in self.frames[1:]:
-                for key, value in frame.counters.items():
-                    merged[key] = get(key, 0.0) + value
-            keys, totals = list(merged), list(merged.values())
+            keys, totals = sum_columns([_column(frame) for frame in self.frames])
         # Finite sums are kept as they are; see _finite.saturated.
         whole = sum(totals)
         if whole - whole != 0:
@@ -255,28 +256,8 @@ class Window:
         return stat
 
 
-def _column_sums(columns: list[list[float]]) -> list[float]:
-    """Sum lists of values position by position, the first list first.
-
-    Each list is as long as the first keys of the frame it comes from, so
-    a position is summed over the lists long enough to have it; the sum
-    starts from the first frame's value, or from ``0.0`` where the first
-    frame has none, as a merge key by key does.
-
-    :param columns: the values of each frame, oldest first
-    """
-    totals: list[float] = []
-    start = 0
-    for end in sorted({len(column) for column in columns}):
-        parts = [column[start:end] for column in columns if len(column) >= end]
-        summed: Iterable[float] = parts[0]
-        if len(columns[0]) < end:
-            summed = map(operator.add, itertools.repeat(0.0), summed)
-        for part in parts[1:]:
-            summed = map(operator.add, summed, part)
-        totals.extend(summed)
-        start = end
-    return totals
+def _column(frame: Frame) -> Column:
+    return list(frame.counters), list(frame.counters.values())
 
 
 @dataclasses.dataclass
@@ -349,6 +330,7 @@ class FrameStore:
         self._clock = clock
         self._max_set_members = max_set_members
         self._frames: collections.deque[Frame] = collections.deque(maxlen=frame_count)
+        self._sums = KeptSums()
         #: Flushes taken in: a query's answer changes only when it does (or
         #: when the clock moves to a new frame).
         self.generation = 0
@@ -389,7 +371,9 @@ class FrameStore:
         last = self.current_index() - (1 if full else 0)
         first = last - count + 1
         # Views: the window may be read in a thread while flushes go on.
-        return Window(tuple(f.view() for f in self._frames if first <= f.index <= last))
+        return Window(
+            tuple(f.view() for f in self._frames if first <= f.index <= last), self._sums
+        )
 
     def series(
         self,

@@ -1,0 +1,97 @@
+"""In-process benchmark of the load sink's frames: a flush merged, and /N.
+
+Strategy: an aggregator and a frame store with a hand-moved clock take
+`--names` counters (``1..1000``) in every one of fifteen one-minute frames
+(each flush a third of the names with new values, the rest idle at 0, as
+the aggregator reports them).  Printed: the CPU time of each
+``FrameStore.add`` (what a flush holds the event loop for), then for
+``/15``, ``/1`` and ``/5/full`` the CPU time of the JSON answer and the
+peak of memory traced
+by ``tracemalloc`` during one answer.  Each path is answered three times:
+first (its names laid out, the sums of its complete frames made), after a
+flush into the same frame (what most answers cost), and after the first
+flush of a new frame (the complete frames' sums made again).
+
+Run from the repository root::
+
+    .venv/bin/python bench/load_window.py --names 500000
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import tracemalloc
+
+from sprockets_statsd.server._loadjson import Layouts, render
+from sprockets_statsd.server.aggregator import Aggregator
+from sprockets_statsd.server.config import AggregatorConfig
+from sprockets_statsd.server.frames import FrameStore
+
+__all__ = ['main']
+
+FRAMES = 15
+FRAME_LENGTH = 60.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n', 1)[0])
+    parser.add_argument('--names', type=int, default=500_000)
+    args = parser.parse_args(argv)
+    now = [6_000_000.0]
+    aggregator = Aggregator(AggregatorConfig(max_names=2 * args.names))
+    store = FrameStore(FRAME_LENGTH, clock=lambda: now[0])
+    packets = [
+        '\n'.join(f'bench.c.n{i:07d}:{i % 1000 + 1}|c'
+                  for i in range(start, min(start + 1000, args.names))).encode()
+        for start in range(0, args.names, 1000)
+    ]
+    adds = []
+    for index in range(FRAMES):
+        for packet in packets if index == 0 else packets[index % 3::3]:
+            aggregator.receive(packet)
+        snapshot = aggregator.flush(now[0])
+        started = time.process_time()
+        store.add(snapshot)
+        adds.append(time.process_time() - started)
+        now[0] += FRAME_LENGTH
+    now[0] -= FRAME_LENGTH / 2  # within the last frame
+    print(f'{args.names:,} counters x {FRAMES} frames')
+    print('FrameStore.add CPU s: ' + ' '.join(f'{a:.3f}' for a in adds))
+    layouts = Layouts()
+
+    def answer(path: str, count: int, full: bool) -> tuple[float, bytes]:
+        last = int(store.frame_start(store.current_index()))
+        started = time.process_time()
+        body = render(store.window(count, full=full), last, layouts)
+        return time.process_time() - started, body
+
+    def flush() -> float:
+        aggregator.receive(packets[0])
+        snapshot = aggregator.flush(now[0])
+        started = time.process_time()
+        store.add(snapshot)
+        return time.process_time() - started
+
+    for count, full in ((15, False), (1, False), (5, True)):
+        path = f'/{count}' + ('/full' if full else '')
+        first, body = answer(path, count, full)
+        flush()
+        steady, _ = answer(path, count, full)
+        tracemalloc.start()
+        base = tracemalloc.get_traced_memory()[0]
+        answer(path, count, full)
+        peak = tracemalloc.get_traced_memory()[1] - base
+        tracemalloc.stop()
+        now[0] += FRAME_LENGTH
+        added = flush()
+        rolled, _ = answer(path, count, full)
+        print(f'{path}: CPU s {first:.2f} first, {steady:.2f} after a flush, {rolled:.2f} '
+              f'in a new frame (whose first flush took {added:.3f}); traced peak '
+              f'{peak / 2**20:.0f} MiB; body {len(body) / 1e6:.1f} MB')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -3,8 +3,9 @@
 Strategy: an aggregator and a frame store with a hand-moved clock take
 `--names` counters (``1..1000``) in every one of fifteen one-minute frames
 (each flush a third of the names with new values, the rest idle at 0, as
-the aggregator reports them).  Printed: the CPU time of each
-``FrameStore.add`` (what a flush holds the event loop for), then for
+the aggregator reports them).  Printed: the CPU time of merging each
+flush (``FrameStore.merged``, in a worker thread in the server) and of
+taking it in (``FrameStore.commit``, on the event loop), then for
 ``/15``, ``/1`` and ``/5/full`` the CPU time of the JSON answer and the
 peak of memory traced
 by ``tracemalloc`` during one answer.  Each path is answered three times:
@@ -47,18 +48,28 @@ def main(argv: list[str] | None = None) -> int:
                   for i in range(start, min(start + 1000, args.names))).encode()
         for start in range(0, args.names, 1000)
     ]
-    adds = []
+
+    def flush() -> tuple[float, float]:
+        """Merge a flush as the load sink does: CPU s in the thread, on the loop."""
+        snapshot = aggregator.flush(now[0])
+        started = time.process_time()
+        frame = store.merged(snapshot, store.current_index(), store.newest())
+        merged = time.process_time()
+        store.commit(frame)
+        return merged - started, time.process_time() - merged
+
+    merges = []
     for index in range(FRAMES):
         for packet in packets if index == 0 else packets[index % 3::3]:
             aggregator.receive(packet)
-        snapshot = aggregator.flush(now[0])
-        started = time.process_time()
-        store.add(snapshot)
-        adds.append(time.process_time() - started)
+        merges.append(flush())
         now[0] += FRAME_LENGTH
     now[0] -= FRAME_LENGTH / 2  # within the last frame
     print(f'{args.names:,} counters x {FRAMES} frames')
-    print('FrameStore.add CPU s: ' + ' '.join(f'{a:.3f}' for a in adds))
+    print('flush merged, CPU s in the worker thread: '
+          + ' '.join(f'{thread:.3f}' for thread, _ in merges))
+    print('flush committed, CPU ms on the event loop: '
+          + ' '.join(f'{loop * 1000:.2f}' for _, loop in merges))
     layouts = Layouts()
 
     def answer(path: str, count: int, full: bool) -> tuple[float, bytes]:
@@ -67,16 +78,10 @@ def main(argv: list[str] | None = None) -> int:
         body = render(store.window(count, full=full), last, layouts)
         return time.process_time() - started, body
 
-    def flush() -> float:
-        aggregator.receive(packets[0])
-        snapshot = aggregator.flush(now[0])
-        started = time.process_time()
-        store.add(snapshot)
-        return time.process_time() - started
-
     for count, full in ((15, False), (1, False), (5, True)):
         path = f'/{count}' + ('/full' if full else '')
         first, body = answer(path, count, full)
+        aggregator.receive(packets[0])
         flush()
         steady, _ = answer(path, count, full)
         tracemalloc.start()
@@ -85,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         peak = tracemalloc.get_traced_memory()[1] - base
         tracemalloc.stop()
         now[0] += FRAME_LENGTH
-        added = flush()
+        aggregator.receive(packets[0])
+        added = sum(flush())
         rolled, _ = answer(path, count, full)
         print(f'{path}: CPU s {first:.2f} first, {steady:.2f} after a flush, {rolled:.2f} '
               f'in a new frame (whose first flush took {added:.3f}); traced peak '

@@ -300,7 +300,8 @@ class Series:
 class FrameStore:
     """The newest :data:`FRAME_COUNT` frames, fed by every flush.
 
-    Not thread-safe: feed and query it from the event loop.
+    Feed and query it from one thread (the event loop); :meth:`merged`
+    and the windows it hands out may be used from others.
 
     :param frame_length: seconds per frame (tests use a fraction)
     :param frame_count: frames kept
@@ -348,10 +349,38 @@ class FrameStore:
 
         :param snapshot: the flush, from :meth:`.Aggregator.flush`
         """
-        index = self.current_index()
-        if not self._frames or self._frames[-1].index < index:
-            self._frames.append(Frame(index, self._max_set_members))
-        self._frames[-1].add(snapshot)
+        self.commit(self.merged(snapshot, self.current_index(), self.newest()))
+
+    def newest(self) -> Frame | None:
+        """The newest frame kept, if any."""
+        return self._frames[-1] if self._frames else None
+
+    def merged(self, snapshot: Snapshot, index: int, newest: Frame | None) -> Frame:
+        """A flush merged into a new copy of the frame it belongs to.
+
+        Changes nothing in the store, so it may run in a thread while the
+        store is read; :meth:`commit` then takes the copy in.
+
+        :param snapshot: the flush, from :meth:`.Aggregator.flush`
+        :param index: the frame the flush happened in
+        :param newest: the store's newest frame when the copy is committed
+        """
+        if newest is None or newest.index < index:
+            frame = Frame(index, self._max_set_members)
+        else:  # the same frame (or a clock set back: the newest one)
+            frame = newest.view()
+        frame.add(snapshot)
+        return frame
+
+    def commit(self, frame: Frame) -> None:
+        """Take in a frame from :meth:`merged`, in the order they were made.
+
+        :param frame: replaces the newest frame when it has its index
+        """
+        if self._frames and self._frames[-1].index == frame.index:
+            self._frames[-1] = frame
+        else:
+            self._frames.append(frame)
         self.generation += 1
 
     def frames(self) -> tuple[Frame, ...]:

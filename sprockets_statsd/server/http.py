@@ -3,13 +3,15 @@
 ``/N`` and ``/N/full`` (gstatsd's load sink, JSON), ``/`` (the overview
 page), ``/metrics`` (Prometheus) and ``/health``.  Every handler runs on
 the event loop that also receives and flushes, so a reply never sees a
-half-merged flush; only the Prometheus text is rendered in a thread, from
-state that each flush replaces whole.
+half-merged flush; the Prometheus text and the ``/N`` reports are rendered
+in a thread, from state that each flush replaces whole, and each flush is
+merged into the frames in a thread too, into a copy that the loop swaps in.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -113,7 +115,8 @@ async def _send(handler: tornado.web.RequestHandler, body: bytes) -> None:
 
 
 class _OverviewHandler(_Handler):
-    def get(self) -> None:
+    async def get(self) -> None:
+        await self.service.settled()
         frames = self.service.frames
         text = self.get_argument('filter', '')[:_MAX_FILTER]
         page = render_overview(
@@ -233,6 +236,8 @@ class QueryService(ListeningSockets, Sink):
         # Load reports of the current flush and frame, done or under way.
         self._reports: dict[tuple[int, bool, int, int], asyncio.Future[bytes]] = {}
         self._layouts = Layouts()
+        # The latest flush being merged into the frames (or merged).
+        self._merging: asyncio.Task[None] | None = None
 
     async def exposition(self) -> bytes:
         """The Prometheus text of the latest flush.
@@ -273,6 +278,7 @@ class QueryService(ListeningSockets, Sink):
 
         :raises ValueError: when `count` is out of range
         """
+        await self.settled()
         frames = self.frames
         current = frames.current_index()
         key = (count, full, frames.generation, current)
@@ -302,22 +308,61 @@ class QueryService(ListeningSockets, Sink):
     def submit(self, snapshot: Snapshot) -> None:
         """Merge one flush into the frames and the Prometheus collector.
 
-        Never raises: a flush that cannot be merged is logged, and the
-        server and the other sinks carry on.
+        The frames take it in a worker thread (a copy of the current frame
+        with the flush merged in: hundreds of thousands of counters take
+        a few hundred ms), one flush after the other; the event loop only
+        swaps the copy in.  Never raises: a flush that cannot be merged is
+        logged, and the server and the other sinks carry on.
 
         :param snapshot: the flush, from :meth:`.Aggregator.flush`
         """
         try:
-            self.frames.add(snapshot)
             self.collector.add(snapshot)
         except Exception:
             logger.exception('the load sink could not take in a flush')
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop to keep free: merge it here
+            self._merge_now(snapshot)
+            return
+        index = self.frames.current_index()
+        self._merging = loop.create_task(self._merge(snapshot, index, self._merging))
+
+    def _merge_now(self, snapshot: Snapshot) -> None:
+        try:
+            self.frames.add(snapshot)
+        except Exception:
+            logger.exception('the load sink could not take in a flush')
+
+    async def _merge(
+        self, snapshot: Snapshot, index: int, previous: asyncio.Task[None] | None,
+    ) -> None:
+        if previous is not None:
+            await previous  # never raises but CancelledError, which ends this too
+        frames = self.frames
+        try:
+            frame = await asyncio.get_running_loop().run_in_executor(
+                None, frames.merged, snapshot, index, frames.newest()
+            )
+        except Exception:
+            logger.exception('the load sink could not take in a flush')
+        else:
+            frames.commit(frame)
+
+    async def settled(self) -> None:
+        """Wait until every flush submitted so far is in the frames."""
+        if self._merging is not None:
+            # Shielded: a client that goes away must not cancel the merge.
+            await asyncio.shield(self._merging)
 
     async def close(self, timeout: float) -> None:
-        """Stop serving; nothing is queued, so `timeout` is not needed.
+        """Stop serving, once the flushes submitted are in the frames.
 
-        :param timeout: unused
+        :param timeout: seconds to wait for the flushes still being merged
         """
+        if self._merging is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._merging), timeout)
         await self.stop()
 
     def start(self) -> None:

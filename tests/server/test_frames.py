@@ -272,3 +272,35 @@ def test_a_window_is_not_changed_by_later_flushes() -> None:
     assert store.window(1).stat()['c'] == 3
     assert store.window(1).stat()['stats.timers.t.upper'] == 7
     assert store.window(1).stat()['stats.sets.s.count'] == 2
+
+
+def test_a_merged_copy_changes_the_store_only_when_committed() -> None:
+    """merged() leaves the store as it was (it runs in a thread while the
+    store is read); commit() then takes the copy in as the newest frame."""
+    aggregator = Aggregator(AggregatorConfig())
+    store = FrameStore(60.0, clock=lambda: 600.0)
+    aggregator.receive(b'c:1|c')
+    store.add(aggregator.flush(600.0))
+    aggregator.receive(b'c:2|c')
+    copy = store.merged(aggregator.flush(610.0), store.current_index(), store.newest())
+    assert store.window(1).counters()['c'] == 1
+    assert store.generation == 1
+    store.commit(copy)
+    assert store.window(1).counters()['c'] == 3
+    assert store.generation == 2
+    assert len(store.frames()) == 1
+
+
+def test_a_flush_after_the_clock_went_back_joins_the_newest_frame() -> None:
+    """A flush whose frame is older than the newest (the wall clock set
+    back) is merged into the newest frame, never into a new older one."""
+    clock = Clock(6_000.0)
+    aggregator = Aggregator(AggregatorConfig())
+    store = FrameStore(60.0, clock=clock)
+    aggregator.receive(b'c:1|c')
+    store.add(aggregator.flush(clock()))
+    clock.now -= 120
+    aggregator.receive(b'c:2|c')
+    store.add(aggregator.flush(clock()))
+    assert [frame.index for frame in store.frames()] == [100]
+    assert store.frames()[0].counters['c'] == 3

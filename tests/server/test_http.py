@@ -9,6 +9,7 @@ import logging
 import re
 import socket
 import sys
+import threading
 import typing
 import urllib.error
 import urllib.request
@@ -18,9 +19,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sprockets_statsd.errors import ConfigurationError
 from sprockets_statsd.server import cli, listeners
+from sprockets_statsd.server.aggregator import Aggregator
 from sprockets_statsd.server.app import Server, ServerConfig
 from sprockets_statsd.server.config import AggregatorConfig
-from sprockets_statsd.server.http import DEFAULT_LOAD_PORT
+from sprockets_statsd.server.frames import Frame, FrameStore
+from sprockets_statsd.server.http import DEFAULT_LOAD_PORT, QueryService
+from sprockets_statsd.server.prometheus import StatsdCollector
+from sprockets_statsd.server.status import ServerStatus
 from tests.server.helpers import (
     DEFAULT_TIMEOUT,
     ServerProcess,
@@ -336,13 +341,55 @@ async def test_a_flush_the_load_sink_cannot_take_is_logged(
                               default_admin=None, flush_interval=60) as server:
         assert server.frames is not None
 
-        def broken(snapshot: object) -> None:
+        def broken(*args: object) -> None:
             raise RuntimeError('no room')
 
-        monkeypatch.setattr(server.frames, 'add', broken)
+        monkeypatch.setattr(server.frames, 'merged', broken)
         server.flush()
     assert 'the load sink could not take in a flush' in caplog.text
     assert b'statsd.numStats' in stdout.getvalue()
+
+
+def test_a_flush_submitted_without_an_event_loop_is_merged_at_once() -> None:
+    """Outside an event loop (an embedding that flushes by hand) the load
+    sink merges the flush before submit() returns."""
+    frames = FrameStore(60.0, clock=lambda: 600.0)
+    sink = QueryService(frames, StatsdCollector(), ServerStatus(600.0))
+    aggregator = Aggregator(AggregatorConfig())
+    aggregator.receive(b'hits:2|c')
+    sink.submit(aggregator.flush(600.0))
+    assert frames.window(1).counters()['hits'] == 2
+    assert b'hits_total 2.0' in sink.collector.exposition()
+
+
+async def test_flushes_are_merged_in_order_off_the_event_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Flushes submitted back to back are merged one after the other in a
+    worker thread; answers and close() wait for the ones under way."""
+    frames = FrameStore(60.0, clock=lambda: 600.0)
+    sink = QueryService(frames, StatsdCollector(), ServerStatus(600.0))
+    aggregator = Aggregator(AggregatorConfig())
+    merging = threading.Event()
+    merged = frames.merged
+
+    def slow(*args: typing.Any) -> Frame:
+        merging.wait(DEFAULT_TIMEOUT)
+        return merged(*args)
+
+    monkeypatch.setattr(frames, 'merged', slow)
+    for value in (1, 2, 3):
+        aggregator.receive(b'hits:%d|c' % value)
+        sink.submit(aggregator.flush(600.0))
+    assert frames.frames() == ()  # nothing taken in on the loop
+    await sink.close(0.01)  # gives up waiting after its timeout
+    assert frames.frames() == ()
+    answer = asyncio.ensure_future(sink.load(1))
+    merging.set()
+    body = await asyncio.wait_for(answer, DEFAULT_TIMEOUT)
+    assert json.loads(body)['Stat']['hits'] == 6
+    assert frames.generation == 3
+    await asyncio.wait_for(sink.close(DEFAULT_TIMEOUT), DEFAULT_TIMEOUT)
 
 
 def test_bind_tcp_shares_one_free_port_across_families(

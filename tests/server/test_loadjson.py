@@ -13,6 +13,7 @@ from sprockets_statsd.server._finite import LARGEST, saturated
 from sprockets_statsd.server._loadjson import MAX_LAYOUTS, Layouts, render
 from sprockets_statsd.server.frames import Frame, Window
 from sprockets_statsd.server.http import _report
+from tests.server.test_countersums import key_by_key
 
 
 def frame(index: int, counters: dict[str, float], **kinds: dict[str, float]) -> Frame:
@@ -26,15 +27,6 @@ def frame(index: int, counters: dict[str, float], **kinds: dict[str, float]) -> 
 def reference(window: Window, last_frame_time: int = 60) -> bytes:
     """The report as json.dumps writes it."""
     return json.dumps(_report(window, last_frame_time), separators=(',', ':')).encode()
-
-
-def merged_key_by_key(frames: list[Frame]) -> dict[str, float]:
-    """Counters summed oldest frame first, key by key, as a plain loop does."""
-    totals = dict(frames[0].counters)
-    for later in frames[1:]:
-        for key, value in later.counters.items():
-            totals[key] = totals.get(key, 0.0) + value
-    return totals
 
 
 def test_report_matches_json_dumps_for_every_kind_and_collision() -> None:
@@ -114,14 +106,14 @@ def test_totals_follow_the_oldest_frame_first_when_keys_share_an_order() -> None
         frame(4, {'a': 1e16, 'b': 0.2, 'c': 0.6, 'd': -0.0}),
     ]
     keys, totals = Window(tuple(frames)).counter_totals()
-    expected = merged_key_by_key(frames)
+    expected = key_by_key(frames)
     assert keys == list(expected)
     assert totals == list(expected.values())
     assert totals[0] == 0.1 + 0.2 + 0.3 + 1e16
     assert math.copysign(1, totals[3]) == 1  # 0.0 + -0.0, as the loop does
 
 
-def test_frames_in_another_order_are_merged_key_by_key() -> None:
+def test_frames_in_another_order_are_key_by_key() -> None:
     """Keys in different orders (a counter deleted and seen again) fall back
     to the merge key by key, with the same sums and overflow saturated."""
     frames = [
@@ -130,7 +122,7 @@ def test_frames_in_another_order_are_merged_key_by_key() -> None:
         frame(3, {'c': 2.0, 'a': 0.3}),
     ]
     keys, totals = Window(tuple(frames)).counter_totals()
-    expected = merged_key_by_key(frames)
+    expected = key_by_key(frames)
     assert keys == list(expected)
     assert totals == [0.1 + 0.2 + 0.3, LARGEST, 3.0]
 
@@ -157,7 +149,7 @@ def test_any_frames_give_the_bytes_of_json_dumps(
     frames = [frame(i, c) for i, c in enumerate(counters)]
     frames[-1].gauges = gauges
     window = Window(tuple(frames))
-    assert window.counters() == dict(saturated(merged_key_by_key(frames)))
+    assert window.counters() == dict(saturated(key_by_key(frames)))
     layouts = Layouts()
     assert render(window, 1, layouts) == reference(window, 1)
     assert render(window, 1, layouts) == reference(window, 1)

@@ -23,15 +23,27 @@ import operator
 import re
 import threading
 import types
-from collections.abc import Callable, ItemsView, Iterator, Mapping, Sequence, ValuesView
+from collections.abc import (
+    Callable,
+    ItemsView,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+    ValuesView,
+)
+from typing import TypeVar
 
 from sprockets_statsd.server._finite import saturate, saturated
 from sprockets_statsd.server._jsnumber import format_js_number, js_round
 from sprockets_statsd.server._timertotals import TimerTotals
 from sprockets_statsd.server.config import AggregatorConfig
 
+_V = TypeVar('_V')
+
 __all__ = [
     'SingleValue',
+    'TimerData',
     'TimerStatistics',
     'bin_name',
     'histogram_bins',
@@ -391,19 +403,25 @@ class TimerStatistics:
         histograms = config.histograms
         wanted = config.calculated_timer_metrics
         counts = self._counts
+        timers = self._timers
         idle: Mapping[str, float] | None = None
-        data: dict[str, Mapping[str, float]] = {}
+        computed: dict[str, Mapping[str, float]] = {}
         totals = self._totals
         # Most timers of a big flush got one value: their statistics are
-        # that value, its square and the count, kept as such (a fraction of
-        # the work) where no filter or histogram changes the list.
+        # that value, its square and the count, which TimerData reads
+        # from the timers themselves (nothing is built per timer) where no
+        # filter or histogram changes the list.  Only the others are
+        # computed here.
         single = None if wanted or histograms else single_value_names(thresholds)
-        for key, values in self._timers.items():
+        if single is None:
+            others: Iterable[str] = timers
+        elif totals:
+            others = [k for k, v in timers.items() if len(v) != 1 or k in totals]
+        else:
+            others = [k for k, v in timers.items() if len(v) != 1]
+        for key in others:
+            values = timers[key]
             if values:
-                if single is not None and len(values) == 1 and key not in totals:
-                    count = counts[key]
-                    data[key] = SingleValue(single, values[0], count, count / interval)
-                    continue
                 bins = histogram_bins(key, histograms) if histograms else ()
                 exact = totals.get(key)
                 if exact is None:
@@ -415,11 +433,99 @@ class TimerStatistics:
                         exact, len(values), thresholds,
                     ), wanted)
                 # Sums of finite values can overflow (see _finite).
-                data[key] = types.MappingProxyType(saturated(stats))
+                computed[key] = types.MappingProxyType(saturated(stats))
             else:
                 # Idle timers all have the same read-only statistics.
                 if idle is None:
                     idle = types.MappingProxyType(idle_timer_stats(wanted))
-                data[key] = idle
+                computed[key] = idle
+        data = TimerData(timers, counts, computed, single, interval)
         elapsed = js_round((self._clock() - start) * 1000)
-        return types.MappingProxyType(data), elapsed
+        return data, elapsed
+
+
+class TimerData(Mapping[str, Mapping[str, float]]):
+    """One flush's timer statistics, in the timers' order.
+
+    The statistics of a timer with one value (where no filter or histogram
+    applies) are read from the timer itself, as a :class:`SingleValue`;
+    the others were computed.
+
+    :param timers: the raw values of each timer, sorted
+    :param counts: the rate-scaled sample count of each timer
+    :param computed: the statistics of every timer not read as a single
+        value
+    :param single: the statistics' names of a single value
+        (:func:`single_value_names`), or ``None`` when every timer is
+        in `computed`
+    :param interval: the flush interval in seconds, for ``count_ps``
+    """
+
+    __slots__ = ('_computed', '_counts', '_interval', '_single', '_timers')
+
+    def __init__(
+        self,
+        timers: Mapping[str, Sequence[float]],
+        counts: Mapping[str, float],
+        computed: Mapping[str, Mapping[str, float]],
+        single: tuple[str, ...] | None,
+        interval: float,
+    ) -> None:
+        self._timers = timers
+        self._counts = counts
+        self._computed = computed
+        self._single = single
+        self._interval = interval
+
+    def __getitem__(self, key: str) -> Mapping[str, float]:
+        stats = self._computed.get(key)
+        if stats is not None:
+            return stats
+        return self.single(self._timers[key][0], self._counts[key])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._timers)
+
+    def __len__(self) -> int:
+        return len(self._timers)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._timers
+
+    @property
+    def single_names(self) -> tuple[str, ...] | None:
+        """The statistics' names of a single value, or ``None`` if no timer
+        is read as one."""
+        return self._single
+
+    def single(self, value: float, count: float) -> SingleValue:
+        """The statistics of a timer with one `value` and `count`.
+
+        :raises TypeError: when no timer is read as a single value
+        """
+        if self._single is None:
+            raise TypeError('every timer of this flush has computed statistics')
+        return SingleValue(self._single, value, count, count / self._interval)
+
+    def single_values(self, keys: Sequence[str]) -> list[tuple[float, float]] | None:
+        """``(value, count)`` of each of `keys`, if every one of them is read
+        as a single value; otherwise ``None``.
+
+        :param keys: timers of this flush
+        """
+        computed = self._computed
+        if self._single is None or (computed and any(map(computed.__contains__, keys))):
+            return None
+        first = map(operator.itemgetter(0), _each(self._timers, keys))
+        return list(zip(first, _each(self._counts, keys), strict=True))
+
+
+def _each(mapping: Mapping[str, _V], keys: Sequence[str]) -> Sequence[_V]:
+    """``mapping[key]`` for each of `keys`, looked up in C.
+
+    (``map(mapping.__getitem__, keys)`` calls a slot wrapper per key when
+    `mapping` is a ``MappingProxyType``: several times slower.)
+    """
+    if len(keys) == 1:
+        return (mapping[keys[0]],)
+    return operator.itemgetter(*keys)(mapping)  # type: ignore[no-any-return]

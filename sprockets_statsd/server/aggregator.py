@@ -298,18 +298,22 @@ class Aggregator:
                         dropped += 1
                 elif kind == 'ms':
                     samples = timers.get(key)
-                    if samples:  # a list: only an empty tuple is stored
+                    if samples:
+                        if samples.__class__ is not list:
+                            # A second value: the first was kept as a
+                            # tuple of one, which flush() takes as it is.
+                            samples = timers[key] = [samples[0]]
                         if len(samples) < kept:
-                            samples.append(number)  # type: ignore[union-attr]
+                            samples.append(number)
                         else:
                             self._sample(key, samples, number)
                         timer_counters[key] += 1 / rate
                     elif samples is not None:  # idle so far: _NO_VALUES
-                        timers[key] = [number]
+                        timers[key] = (number,)
                         timer_counters[key] += 1 / rate
                     elif room > 0:
                         room -= 1
-                        timers[key] = [number]
+                        timers[key] = (number,)
                         timer_counters[key] = 1 / rate
                     else:
                         dropped += 1
@@ -515,9 +519,11 @@ class Aggregator:
         # can overflow: saturated here, once, for every output (see
         # _finite); a mapping without overflow is returned as it is.
         counters = saturated(self._counters)
+        # Only a timer with several values holds a list (see receive):
+        # most timers of a big flush have one value, and cost nothing here.
         timers = self._timers
         for key, values in timers.items():
-            if isinstance(values, list):
+            if values.__class__ is list:
                 values.sort()
                 timers[key] = tuple(values)  # same keys: iteration goes on
         frozen_timers = typing.cast(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import operator
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -24,7 +25,7 @@ from typing import TypeVar
 
 from sprockets_statsd.server._finite import saturate
 from sprockets_statsd.server._jsnumber import format_js_number, js_round
-from sprockets_statsd.server._timerstats import SingleValue
+from sprockets_statsd.server._timerstats import SingleValue, TimerData
 from sprockets_statsd.server.aggregator import Snapshot
 from sprockets_statsd.server.config import AggregatorConfig
 from sprockets_statsd.server.parser import sanitize_key
@@ -35,6 +36,10 @@ __all__ = ['CHUNK_NAMES', 'GraphiteStats', 'format_js_number', 'render', 'render
 # (0, 1, counts, rates) repeat; unique ones beyond this are formatted each
 # time rather than held.
 _MAX_VALUES = 50_000
+# One-value timer blocks kept during one flush: about 1 KB each (fourteen
+# lines' ends with the default threshold), so a few MB at most; values
+# beyond it are built each time.
+_MAX_BLOCKS = 4096
 # The cleaned names are dropped when there are more of them than twice the
 # keys of the flush being rendered, plus this: names that are gone stop
 # holding memory, and one flush's worth is rebuilt.
@@ -233,6 +238,37 @@ def _counter_chunks(
         yield ''.join(out)
 
 
+class _SingleBlocks(dict[tuple[float, float], tuple[str, ...]]):
+    """One flush's lines of a one-value timer, by ``(value, count)``.
+
+    Each entry holds the timer's lines with the name left out: line *i*
+    is ``<name>`` + ``entry[i]``, so ``name + name.join(entry)`` is the
+    whole block, joined in C.  Timers of a big flush mostly share a few
+    values (whole milliseconds), so a block is made once per value.
+
+    :param timer_data: the flush's timer statistics, with single values
+    :param names: the statistics' names (``timer_data.single_names``)
+    :param suffix: what follows each statistic's name (the global suffix)
+    :param values: the flush's value texts
+    """
+
+    def __init__(
+        self, timer_data: TimerData, names: tuple[str, ...], suffix: str, values: _Values
+    ) -> None:
+        super().__init__()
+        self._single = timer_data.single
+        self._starts = tuple(f'.{name}{suffix}' for name in names)
+        self._values = values
+
+    def __missing__(self, key: tuple[float, float]) -> tuple[str, ...]:
+        values = self._values
+        block = tuple(start + values[number] for start, number in zip(
+            self._starts, self._single(*key).values_in_order(), strict=True))
+        if len(self) < _MAX_BLOCKS:
+            self[key] = block
+        return block
+
+
 def _timer_chunks(
     timer_data: Mapping[str, Mapping[str, float]],
     names: _Names,
@@ -243,10 +279,25 @@ def _timer_chunks(
     timer_ns = _dotted(names.timer)
     suffix = names.suffix
     plain = not names.sanitize
-    for chunk in _chunked(timer_data.items(), size):
+    blocks: _SingleBlocks | None = None
+    single_values: Callable[[Sequence[str]], list[tuple[float, float]] | None] | None = None
+    if isinstance(timer_data, TimerData) and timer_data.single_names and plain:
+        blocks = _SingleBlocks(timer_data, timer_data.single_names, suffix, values)
+        single_values = timer_data.single_values
+    for keys in _chunked(timer_data, size):
+        singles = (single_values(keys) if single_values is not None
+                   and ';' not in ''.join(keys) else None)
+        if singles is not None and blocks is not None:
+            # The common case of a big flush, every step in C: each
+            # timer is its name and its value's block joined by it.
+            heads = list(map(operator.add, repeat(timer_ns), keys))
+            yield ''.join(chain.from_iterable(zip(
+                heads, map(str.join, heads, map(blocks.__getitem__, singles)), strict=True)))
+            continue
         out: list[str] = []
         add = out.append
-        for key, data in chunk:
+        for key in keys:
+            data = timer_data[key]
             if plain and ';' not in key:
                 head = timer_ns + key + '.'
                 tail = suffix

@@ -159,3 +159,17 @@ def test_command_line_sets_the_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv('STATSD_MAX_NAMES', '77')
     config, _ = cli.settings_from([])
     assert config.aggregator.max_names == 77
+
+
+def test_one_kept_value_still_counts_every_value() -> None:
+    """With room for one value per timer, the first is kept as it came and
+    the next ones go to the sample with exact totals."""
+    agg = aggregator(max_timer_values=1)
+    agg.receive(b't:5|ms\nu:2|ms')
+    agg.receive(b't:7|ms\nt:9|ms')
+    snap = agg.flush(NOW)
+    assert len(snap.timers['t']) == 1
+    assert snap.timers['u'] == (2.0,)
+    stats = snap.timer_data['t']
+    assert (stats['count'], stats['sum'], stats['upper'], stats['lower']) == (3, 21, 9, 5)
+    assert snap.timer_data['u']['sum'] == 2

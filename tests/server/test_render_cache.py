@@ -466,3 +466,91 @@ def test_single_value_statistics_are_timer_stats(
     filtered = AggregatorConfig(calculated_timer_metrics=('count',))
     assert not isinstance(_timerstats.TimerStatistics(
         {'t': (value,)}, {'t': 1}, filtered, frozen).data['t'], _timerstats.SingleValue)
+
+
+# -- timers with one value ---------------------------------------------------
+
+SINGLE_CONFIGS = [
+    AggregatorConfig(),
+    AggregatorConfig(legacy_namespace=False, global_suffix='host1',
+                     percent_thresholds=(90, -10, 99.9), flush_interval=4),
+    AggregatorConfig(percent_thresholds=()),
+    AggregatorConfig(key_name_sanitize=False),
+]
+
+
+@pytest.mark.parametrize('config', SINGLE_CONFIGS, ids=range(len(SINGLE_CONFIGS)))
+@pytest.mark.parametrize('size', [1, 2, 7, 4096])
+def test_one_value_timers_render_as_the_plain_way(config: AggregatorConfig, size: int) -> None:
+    """Chunks of timers that each got one value (the blocks joined in C)
+    and chunks mixed with tagged, idle and several-value timers give
+    exactly the plain rendering, flush after flush."""
+    rng = random.Random(f'single-{config}-{size}')
+    aggregator = Aggregator(config, timer=frozen)
+    stats = graphite.GraphiteStats()
+    values = [*VALUES[1:], 1.7976931348623157e308]  # its square saturates
+    for flush in range(3):
+        lines = []
+        for i in range(40):
+            value = abs(rng.choice(values))
+            rate = rng.choice(['', '', '|@0.5'])
+            lines.append(f't{i}:{value!r}|ms{rate}')
+        if flush:
+            # Second values, tags and idle timers, but not in every chunk.
+            lines += ['t3:2|ms', 't30:0.5|ms|#env:prod', 't31 x:4|ms']
+            del lines[10:14]
+        aggregator.receive('\n'.join(lines).encode())
+        snapshot = aggregator.flush(T0 + 10 * flush)
+        payload = b''.join(graphite.render_chunks(snapshot, config, stats, timer=frozen,
+                                                  chunk_names=size))
+        assert payload.decode()[:-1].split('\n') == reference_render(snapshot, config, stats)
+
+
+def test_one_value_blocks_beyond_their_bound_are_still_made(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With the per-flush block memo full, further values get a block each time."""
+    monkeypatch.setattr(graphite, '_MAX_BLOCKS', 2)
+    config = AggregatorConfig()
+    aggregator = Aggregator(config, timer=frozen)
+    aggregator.receive(b'\n'.join(b't%d:%d|ms' % (i, i % 5) for i in range(20)))
+    snapshot = aggregator.flush(T0)
+    stats = graphite.GraphiteStats()
+    assert rendered_lines(snapshot, config, stats) == reference_render(snapshot, config, stats)
+
+
+def test_timer_data_reads_one_value_timers_from_the_timers() -> None:
+    """TimerData keeps the timers' order, computes nothing for a timer with
+    one value, and tells which chunks are single values only."""
+    config = AggregatorConfig(flush_interval=4)
+    data = _timerstats.TimerStatistics(
+        {'a': (2.0,), 'b': (1.0, 3.0), 'c': (), 'd': (5.0,)},
+        {'a': 2.0, 'b': 2.0, 'c': 0.0, 'd': 1.0}, config, frozen,
+    ).data
+    assert isinstance(data, _timerstats.TimerData)
+    assert list(data) == ['a', 'b', 'c', 'd']
+    assert len(data) == 4
+    assert 'a' in data and 'x' not in data
+    assert dict(data['a']) == saturated(_timerstats.timer_stats((2.0,), 2.0, 4, (90,), (), None))
+    assert data['b']['mean'] == 2
+    assert dict(data['c']) == {'count': 0, 'count_ps': 0}
+    assert data.single_names == _timerstats.single_value_names((90,))
+    assert data.single_values(['a', 'd']) == [(2.0, 2.0), (5.0, 1.0)]
+    assert data.single_values(['d']) == [(5.0, 1.0)]
+    assert data.single_values(['a', 'b']) is None
+    assert data.single_values(['c']) is None
+    with pytest.raises(KeyError):
+        data['x']
+
+
+def test_timer_data_without_single_values() -> None:
+    """With a statistics filter every timer is computed: none is read as a
+    single value."""
+    config = AggregatorConfig(calculated_timer_metrics=('count',))
+    data = _timerstats.TimerStatistics({'a': (2.0,)}, {'a': 1.0}, config, frozen).data
+    assert isinstance(data, _timerstats.TimerData)
+    assert data.single_names is None
+    assert data.single_values(['a']) is None
+    assert dict(data['a']) == {'count': 1}
+    with pytest.raises(TypeError, match='computed statistics'):
+        data.single(2.0, 1.0)

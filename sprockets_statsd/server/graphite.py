@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import operator
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from itertools import chain, islice, repeat
+from itertools import islice
 from typing import TypeVar
 
 from sprockets_statsd.server._finite import saturate
@@ -36,9 +35,10 @@ __all__ = ['CHUNK_NAMES', 'GraphiteStats', 'format_js_number', 'render', 'render
 # (0, 1, counts, rates) repeat; unique ones beyond this are formatted each
 # time rather than held.
 _MAX_VALUES = 50_000
-# One-value timer blocks kept during one flush: about 1 KB each (fourteen
-# lines' ends with the default threshold), so a few MB at most; values
-# beyond it are built each time.
+# One-value timer blocks (a timer's lines but its name, see _Blocks) kept
+# during one flush: about 1 KB each (fourteen lines with the default
+# threshold), so a few MB at most.  A counter's block is a tuple of texts
+# the value memo holds, so counters keep up to _MAX_VALUES of them.
 _MAX_BLOCKS = 4096
 # The cleaned names are dropped when there are more of them than twice the
 # keys of the flush being rendered, plus this: names that are gone stop
@@ -52,6 +52,7 @@ _SANITIZED_SLACK = 4096
 CHUNK_NAMES = 4096
 
 _T = TypeVar('_T')
+_K = TypeVar('_K')
 
 # A key -> the key as sent with key_name_sanitize off, shared by every render
 # (it depends on nothing else).  Threads only add entries or clear it.
@@ -199,28 +200,27 @@ def _counter_chunks(
         rate_extra, count_extra = '.rate', '.count'
     flush_counts = config.flush_counts
     interval = snapshot.flush_interval
-    # Keyed by the count, so that one lookup gives the rate's text; the
-    # plain path's texts carry the name's end and the next line's start.
+    # Keyed by the count, so that one lookup gives the rate's text.
     rates = _Values(end, scale=interval)
     counts = _Values(end)
+    # The plain path's lines of a name, by its count, without the name:
+    # ``name.join(block)`` is them all (see _Blocks).
+    plain_rates = _Values(end, rate_extra + suffix, count_head if flush_counts else '',
+                          interval)
+    blocks: _Blocks[float]
     if flush_counts:
-        plain_rates = _Values(end, rate_extra + suffix, count_head, interval)
         plain_counts = _Values(end, count_extra + suffix)
+        blocks = _Blocks(lambda count: (rate_head, plain_rates[count], plain_counts[count]),
+                         _MAX_VALUES)
     else:
-        plain_rates = _Values(end, rate_extra + suffix, '', interval)
+        blocks = _Blocks(lambda count: (rate_head, plain_rates[count]), _MAX_VALUES)
     plain = not names.sanitize
     counters = snapshot.counters
     key_chunks = _chunked(counters, size)
     for keys, chunk in zip(key_chunks, _chunked(counters.values(), size), strict=True):
         if plain and ';' not in ''.join(keys):
-            # The common case, every step in C: five pieces per name.
-            pieces: Iterable[tuple[str, ...]]
-            if flush_counts:
-                pieces = zip(repeat(rate_head), keys, map(plain_rates.__getitem__, chunk),
-                             keys, map(plain_counts.__getitem__, chunk))
-            else:
-                pieces = zip(repeat(rate_head), keys, map(plain_rates.__getitem__, chunk))
-            yield ''.join(chain.from_iterable(pieces))
+            # The common case, every step in C: one join per name.
+            yield ''.join(map(str.join, keys, map(blocks.__getitem__, chunk)))
             continue
         out: list[str] = []
         add = out.append
@@ -238,35 +238,45 @@ def _counter_chunks(
         yield ''.join(out)
 
 
-class _SingleBlocks(dict[tuple[float, float], tuple[str, ...]]):
-    """One flush's lines of a one-value timer, by ``(value, count)``.
+class _Blocks(dict[_K, tuple[str, ...]]):
+    """One flush's lines of a name, by what they depend on, without the name.
 
-    Each entry holds the timer's lines with the name left out: line *i*
-    is ``<name>`` + ``entry[i]``, so ``name + name.join(entry)`` is the
-    whole block, joined in C.  Timers of a big flush mostly share a few
-    values (whole milliseconds), so a block is made once per value.
+    A block holds the text between the name's places: ``name.join(block)``
+    is the name's lines, joined in C.  Names of a big flush mostly share a
+    few values (whole counts, whole milliseconds), so a block is made once
+    per value, and one join per name does the rest.
 
-    :param timer_data: the flush's timer statistics, with single values
-    :param names: the statistics' names (``timer_data.single_names``)
-    :param suffix: what follows each statistic's name (the global suffix)
-    :param values: the flush's value texts
+    :param make: makes the block of a key
+    :param bound: blocks kept; beyond it, blocks are made each time
     """
 
-    def __init__(
-        self, timer_data: TimerData, names: tuple[str, ...], suffix: str, values: _Values
-    ) -> None:
+    def __init__(self, make: Callable[[_K], tuple[str, ...]], bound: int) -> None:
         super().__init__()
-        self._single = timer_data.single
-        self._starts = tuple(f'.{name}{suffix}' for name in names)
-        self._values = values
+        self._make = make
+        self._bound = bound
 
-    def __missing__(self, key: tuple[float, float]) -> tuple[str, ...]:
-        values = self._values
-        block = tuple(start + values[number] for start, number in zip(
-            self._starts, self._single(*key).values_in_order(), strict=True))
-        if len(self) < _MAX_BLOCKS:
+    def __missing__(self, key: _K) -> tuple[str, ...]:
+        block = self._make(key)
+        if len(self) < self._bound:
             self[key] = block
         return block
+
+
+def _single_value_block(
+    timer_data: TimerData, names: tuple[str, ...], head: str, suffix: str, values: _Values
+) -> Callable[[tuple[float, float]], tuple[str, ...]]:
+    """What makes the block of a one-value timer, from ``(value, count)``:
+    `head` (the namespace), then each statistic's name, value and the next
+    line's `head`."""
+    starts = tuple(f'.{name}{suffix}' for name in names)
+    single = timer_data.single
+
+    def make(key: tuple[float, float]) -> tuple[str, ...]:
+        lines = [start + values[number] for start, number in zip(
+            starts, single(*key).values_in_order(), strict=True)]
+        return (head, *[line + head for line in lines[:-1]], *lines[-1:])
+
+    return make
 
 
 def _timer_chunks(
@@ -279,20 +289,19 @@ def _timer_chunks(
     timer_ns = _dotted(names.timer)
     suffix = names.suffix
     plain = not names.sanitize
-    blocks: _SingleBlocks | None = None
+    blocks: _Blocks[tuple[float, float]] | None = None
     single_values: Callable[[Sequence[str]], list[tuple[float, float]] | None] | None = None
     if isinstance(timer_data, TimerData) and timer_data.single_names and plain:
-        blocks = _SingleBlocks(timer_data, timer_data.single_names, suffix, values)
+        blocks = _Blocks(_single_value_block(
+            timer_data, timer_data.single_names, timer_ns, suffix, values), _MAX_BLOCKS)
         single_values = timer_data.single_values
     for keys in _chunked(timer_data, size):
         singles = (single_values(keys) if single_values is not None
                    and ';' not in ''.join(keys) else None)
         if singles is not None and blocks is not None:
-            # The common case of a big flush, every step in C: each
-            # timer is its name and its value's block joined by it.
-            heads = list(map(operator.add, repeat(timer_ns), keys))
-            yield ''.join(chain.from_iterable(zip(
-                heads, map(str.join, heads, map(blocks.__getitem__, singles)), strict=True)))
+            # The common case of a big flush, every step in C: one join
+            # per timer.
+            yield ''.join(map(str.join, keys, map(blocks.__getitem__, singles)))
             continue
         out: list[str] = []
         add = out.append

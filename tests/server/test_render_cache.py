@@ -554,3 +554,18 @@ def test_timer_data_without_single_values() -> None:
     assert dict(data['a']) == {'count': 1}
     with pytest.raises(TypeError, match='computed statistics'):
         data.single(2.0, 1.0)
+
+
+@pytest.mark.parametrize('flush_counts', [True, False])
+def test_counter_blocks_beyond_their_bound_are_still_made(
+    monkeypatch: pytest.MonkeyPatch, flush_counts: bool,
+) -> None:
+    """With the per-flush memos full, each further counter's lines are made
+    for it, the same as the kept ones."""
+    monkeypatch.setattr(graphite, '_MAX_VALUES', 2)
+    config = AggregatorConfig(flush_counts=flush_counts, legacy_namespace=flush_counts)
+    aggregator = Aggregator(config, timer=frozen)
+    aggregator.receive(b'\n'.join(b'c%d:%d|c' % (i, i % 7) for i in range(30)))
+    snapshot = aggregator.flush(T0)
+    stats = graphite.GraphiteStats()
+    assert rendered_lines(snapshot, config, stats) == reference_render(snapshot, config, stats)

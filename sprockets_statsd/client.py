@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 
 from sprockets_statsd import _emitter
 from sprockets_statsd._booleans import parse_boolean
+from sprockets_statsd._hosts import unix_socket
 from sprockets_statsd._packing import MAX_UNIX_DATAGRAM_SIZE, datagrams, payload_counts
 from sprockets_statsd._ports import check_port
 from sprockets_statsd._syncbase import Pipeline, StatsClientBase
@@ -359,13 +360,18 @@ def from_env(
     tag_dialect: str | None = None,
     tags: Mapping[str, object] | None = None,
     random_source: Callable[[], float] = random.random,
-) -> StatsClient:
-    """Build a :class:`StatsClient` from ``STATSD_*`` environment variables.
+) -> StatsClient | UnixSocketStatsClient | UnixDatagramStatsClient:
+    """Build a client from ``STATSD_*`` environment variables.
+
+    A :class:`StatsClient` (UDP), or for a ``STATSD_HOST`` of
+    ``unix:/path`` (or an absolute path) a :class:`UnixSocketStatsClient`,
+    for ``unixgram:/path`` a :class:`UnixDatagramStatsClient`: the hosts
+    the :class:`~sprockets_statsd.Connector` takes.
 
     :param environ: the variables to read (:data:`os.environ` if omitted)
-    :param tag_dialect: passed to :class:`StatsClient`
-    :param tags: passed to :class:`StatsClient`
-    :param random_source: passed to :class:`StatsClient`
+    :param tag_dialect: passed to the client
+    :param tags: passed to the client
+    :param random_source: passed to the client
     :raises ~sprockets_statsd.ConfigurationError: naming the variable
         whose value cannot be used, including a ``STATSD_HOST`` that does not
         resolve in the chosen address family
@@ -374,7 +380,9 @@ def from_env(
     ``STATSD_PREFIX`` (none), ``STATSD_MAXUDPSIZE`` (``512``) and
     ``STATSD_IPV6`` (``0``; also ``1``, ``true``/``false``, ``yes``/``no``,
     ``on``/``off``).  An empty variable counts as unset.  The host is
-    resolved when this function runs, never at import time.
+    resolved when this function runs, never at import time.  A Unix socket
+    ignores the port and ``STATSD_IPV6``; a Unix datagram socket takes
+    ``STATSD_MAXUDPSIZE`` as its largest datagram (by default 8192).
     """
     env = os.environ if environ is None else environ
 
@@ -382,6 +390,20 @@ def from_env(
         return env.get(name) or None
 
     host = get('STATSD_HOST') or 'localhost'
+    try:
+        unix = unix_socket(host)
+    except ConfigurationError as error:
+        raise ConfigurationError(f'STATSD_HOST: {error}') from None
+    if unix is not None:
+        kind, path = unix
+        if kind == 'unix':
+            return UnixSocketStatsClient(path, get('STATSD_PREFIX'), tag_dialect=tag_dialect,
+                                         tags=tags, random_source=random_source)
+        size = get('STATSD_MAXUDPSIZE')
+        return UnixDatagramStatsClient(
+            path, get('STATSD_PREFIX'),
+            MAX_UNIX_DATAGRAM_SIZE if size is None else _env_size(size),
+            tag_dialect=tag_dialect, tags=tags, random_source=random_source)
     ipv6_text = get('STATSD_IPV6') or '0'
     ipv6 = parse_boolean(ipv6_text)
     if ipv6 is None:
@@ -389,22 +411,12 @@ def from_env(
             f'STATSD_IPV6 must be 0 or 1 (or true/false, yes/no, on/off), '
             f'not {ipv6_text.strip().lower()!r}'
         )
-    options: dict[str, int] = {}
-    for name, keyword, default in (
-        ('STATSD_PORT', 'port', 8125),
-        ('STATSD_MAXUDPSIZE', 'maxudpsize', 512),
-    ):
-        text = get(name)
-        try:
-            options[keyword] = default if text is None else int(text)
-        except ValueError:
-            raise ConfigurationError(f'{name} must be an integer, not {text!r}') from None
+    port_text, size_text = get('STATSD_PORT'), get('STATSD_MAXUDPSIZE')
+    options = {
+        'port': 8125 if port_text is None else _env_integer('STATSD_PORT', port_text),
+        'maxudpsize': 512 if size_text is None else _env_size(size_text),
+    }
     check_port(options['port'], 'STATSD_PORT')
-    if not 0 < options['maxudpsize'] <= MAX_UDP_PAYLOAD:
-        raise ConfigurationError(
-            f'STATSD_MAXUDPSIZE must be from 1 to {MAX_UDP_PAYLOAD}, '
-            f'not {options["maxudpsize"]}'
-        )
     try:
         return StatsClient(
             host,
@@ -422,3 +434,20 @@ def from_env(
             f'or set STATSD_IPV6={switch} if the server listens on {other}'
         ) from error
 
+
+def _env_integer(name: str, text: str) -> int:
+    """The integer variable `name`, whose value is `text`."""
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigurationError(f'{name} must be an integer, not {text!r}') from None
+
+
+def _env_size(text: str) -> int:
+    """``STATSD_MAXUDPSIZE``, whose value is `text`."""
+    size = _env_integer('STATSD_MAXUDPSIZE', text)
+    if not 0 < size <= MAX_UDP_PAYLOAD:
+        raise ConfigurationError(
+            f'STATSD_MAXUDPSIZE must be from 1 to {MAX_UDP_PAYLOAD}, not {size}'
+        )
+    return size

@@ -9,9 +9,10 @@ in-memory double of a statsd server, so that tests of the processor's logic
 (reconnecting, flushing, accounting) run without sockets and await what they
 expect instead of polling for it.
 
-A statsd host is parsed here and nowhere else: ``unix:/path`` (or an absolute
-path) is a Unix stream socket, ``unixgram:/path`` a Unix datagram socket, and
-anything else a host name or address.
+A statsd host is parsed by :func:`unix_socket` and nowhere else (it lives in
+``_hosts``, which the synchronous clients share): ``unix:/path`` (or an
+absolute path) is a Unix stream socket, ``unixgram:/path`` a Unix datagram
+socket, and anything else a host name or address.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import socket
 import typing
 from collections.abc import Awaitable, Callable
 
+from sprockets_statsd._hosts import unix_socket
 from sprockets_statsd._ports import check_port
 from sprockets_statsd.errors import ConfigurationError
 from sprockets_statsd.protocols import (
@@ -48,26 +50,6 @@ __all__ = [
 TransportFactory = Callable[[], Awaitable[StatsdProtocol]]
 
 _NETWORK_KINDS = {socket.IPPROTO_TCP: 'tcp', socket.IPPROTO_UDP: 'udp'}
-
-
-def unix_socket(host: str) -> tuple[str, str] | None:
-    """Return ``(kind, path)`` when `host` names a Unix socket, else ``None``.
-
-    `kind` is ``'unix'`` (stream: ``unix:/path`` or an absolute path) or
-    ``'unixgram'`` (datagram: ``unixgram:/path``).
-
-    :raises ~sprockets_statsd.errors.ConfigurationError: for a prefix
-        without a path
-    """
-    for prefix, kind in (('unixgram:', 'unixgram'), ('unix:', 'unix')):
-        if host.startswith(prefix):
-            path = host[len(prefix):]
-            if not path:
-                raise ConfigurationError(f'host {prefix} needs a path: {prefix}/path/to.sock')
-            return kind, path
-    if host.startswith('/'):
-        return 'unix', host
-    return None
 
 
 @dataclasses.dataclass(frozen=True)

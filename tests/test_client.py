@@ -29,6 +29,7 @@ from sprockets_statsd.client import (
     StatsClient,
     StatsClientBase,
     TCPStatsClient,
+    UnixDatagramStatsClient,
     UnixSocketStatsClient,
     from_env,
 )
@@ -879,6 +880,68 @@ def test_from_env_rejects_bad_values(environ: dict[str, str], variable: str) -> 
     """A bad value raises ConfigurationError naming the variable."""
     with pytest.raises(ConfigurationError, match=variable):
         from_env(environ)
+
+
+def test_from_env_unix_stream_socket(socket_dir: pathlib.Path) -> None:
+    """STATSD_HOST unix:/path (or an absolute path) builds the Unix stream
+    client, as the Connector reads that host; the port is not needed."""
+    path = os.fspath(socket_dir / 'statsd.sock')
+    with ThreadedStatsdServer('unix', path=path) as server:
+        for host in (f'unix:{path}', path):
+            client = from_env({'STATSD_HOST': host, 'STATSD_PREFIX': 'env',
+                               'STATSD_PORT': ''}, tag_dialect='dogstatsd', tags={'a': 1})
+            try:
+                assert isinstance(client, UnixSocketStatsClient)
+                client.incr('hit')
+            finally:
+                client.close()
+        assert server.wait_for_lines(2) == [b'env.hit:1|c|#a:1'] * 2
+
+
+@pytest.mark.parametrize(('size', 'expected'), [(None, 8192), ('1000', 1000)])
+def test_from_env_unix_datagram_socket(
+    socket_dir: pathlib.Path, size: str | None, expected: int
+) -> None:
+    """STATSD_HOST unixgram:/path builds the Unix datagram client, its
+    datagrams as large as STATSD_MAXUDPSIZE says (8192 by default)."""
+    path = os.fspath(socket_dir / 'dsd.sock')
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        server.bind(path)
+        server.settimeout(5)
+        environ = {'STATSD_HOST': f'unixgram:{path}', 'STATSD_PREFIX': 'env'}
+        if size is not None:
+            environ['STATSD_MAXUDPSIZE'] = size
+        client = from_env(environ, random_source=sequence(0.1))
+        try:
+            assert isinstance(client, UnixDatagramStatsClient)
+            client.timing('t', 5, rate=0.5)
+            assert server.recv(65536) == b'env.t:5|ms|@0.5'
+            with client.pipeline() as pipe:
+                for _ in range(200):
+                    pipe.incr('n')
+            received: list[bytes] = []
+            while sum(len(d.split(b'\n')) for d in received) < 200:
+                received.append(server.recv(65536))
+            assert all(d.split(b'\n') == [b'env.n:1|c'] * len(d.split(b'\n')) for d in received)
+            # 200 lines of 9 bytes and newlines: 1999 bytes, in one datagram
+            # of 8192 or two of 1000 (a Unix socket queues few datagrams).
+            assert max(map(len, received)) <= expected
+            assert len(received) == (2 if expected == 1000 else 1)
+        finally:
+            client.close()
+
+
+@pytest.mark.parametrize('host', ['unix:', 'unixgram:'])
+def test_from_env_unix_host_without_a_path(host: str) -> None:
+    """A Unix prefix without a path names STATSD_HOST and the form to use."""
+    with pytest.raises(ConfigurationError, match=f'STATSD_HOST: host {host} needs a path'):
+        from_env({'STATSD_HOST': host})
+
+
+def test_from_env_unix_datagram_size_is_checked() -> None:
+    """STATSD_MAXUDPSIZE is checked for a Unix datagram socket too."""
+    with pytest.raises(ConfigurationError, match='STATSD_MAXUDPSIZE'):
+        from_env({'STATSD_HOST': 'unixgram:/tmp/x.sock', 'STATSD_MAXUDPSIZE': '0'})
 
 
 @pytest.mark.parametrize(('text', 'ipv6'), [

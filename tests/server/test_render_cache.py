@@ -530,7 +530,8 @@ def test_timer_data_reads_one_value_timers_from_the_timers() -> None:
     assert isinstance(data, _timerstats.TimerData)
     assert list(data) == ['a', 'b', 'c', 'd']
     assert len(data) == 4
-    assert 'a' in data and 'x' not in data
+    assert 'a' in data
+    assert 'x' not in data
     assert dict(data['a']) == saturated(_timerstats.timer_stats((2.0,), 2.0, 4, (90,), (), None))
     assert data['b']['mean'] == 2
     assert dict(data['c']) == {'count': 0, 'count_ps': 0}

@@ -176,14 +176,9 @@ class Window:
         """
         if not self.frames:
             return [], []
-        *head, newest = self.frames
-        if self.sums is not None and len(head) > 1:
-            ids = tuple((frame.index, frame.flushes) for frame in head)
-            before = self.sums.get(ids)
-            if before is None:
-                before = sum_columns([_column(frame) for frame in head])
-                self.sums.keep(ids, before)
-            keys, totals = sum_columns([before, _column(newest)])
+        before = self.keep_sums()
+        if before is not None:
+            keys, totals = sum_columns([before, _column(self.frames[-1])])
         else:
             keys, totals = sum_columns([_column(frame) for frame in self.frames])
         # Finite sums are kept as they are; see _finite.saturated.
@@ -191,6 +186,23 @@ class Window:
         if whole - whole != 0:
             totals = list(map(saturate, totals))
         return keys, totals
+
+    def keep_sums(self) -> Column | None:
+        """The counters summed over the frames before the newest, kept.
+
+        Made once and kept in :attr:`sums` for the windows to come; none
+        without :attr:`sums` or with fewer than two such frames (one frame
+        is its own sum).
+        """
+        head = self.frames[:-1]
+        if self.sums is None or len(head) < 2:
+            return None
+        ids = tuple((frame.index, frame.flushes) for frame in head)
+        before = self.sums.get(ids)
+        if before is None:
+            before = sum_columns([_column(frame) for frame in head])
+            self.sums.keep(ids, before)
+        return before
 
     def timers(self) -> dict[str, TimerSummary]:
         """Each timer that received values in the window."""
@@ -331,7 +343,9 @@ class FrameStore:
         self._clock = clock
         self._max_set_members = max_set_members
         self._frames: collections.deque[Frame] = collections.deque(maxlen=frame_count)
-        self._sums = KeptSums()
+        #: The counter sums of complete frames, kept from one window to the
+        #: next (see :meth:`Window.counter_totals`).
+        self.sums = KeptSums()
         #: Flushes taken in: a query's answer changes only when it does (or
         #: when the clock moves to a new frame).
         self.generation = 0
@@ -401,7 +415,7 @@ class FrameStore:
         first = last - count + 1
         # Views: the window may be read in a thread while flushes go on.
         return Window(
-            tuple(f.view() for f in self._frames if first <= f.index <= last), self._sums
+            tuple(f.view() for f in self._frames if first <= f.index <= last), self.sums
         )
 
     def series(

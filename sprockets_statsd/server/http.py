@@ -22,6 +22,7 @@ import tornado.httputil
 import tornado.web
 from prometheus_client import CollectorRegistry
 
+from sprockets_statsd.server._countersums import MAX_KEPT_SUMS
 from sprockets_statsd.server._loadjson import Layouts, number, render
 from sprockets_statsd.server.aggregator import Snapshot
 from sprockets_statsd.server.config import DEFAULT_LOAD_HOST, DEFAULT_LOAD_PORT
@@ -74,6 +75,11 @@ def _report(window: Window, last_frame_time: int) -> dict[str, typing.Any]:
         'last_frame_time': last_frame_time,
         'Stat': {name: number(stat[name]) for name in sorted(stat)},
     }
+
+
+def _keep_sums(windows: list[Window]) -> None:
+    for window in windows:
+        window.keep_sums()
 
 
 class _Handler(tornado.web.RequestHandler):
@@ -236,6 +242,8 @@ class QueryService(ListeningSockets, Sink):
         # Load reports of the current flush and frame, done or under way.
         self._reports: dict[tuple[int, bool, int, int], asyncio.Future[bytes]] = {}
         self._layouts = Layouts()
+        # The windows asked for since the current frame began, oldest first.
+        self._asked: dict[tuple[int, bool], None] = {}
         # The latest flush being merged into the frames (or merged).
         self._merging: asyncio.Task[None] | None = None
 
@@ -285,6 +293,9 @@ class QueryService(ListeningSockets, Sink):
         future = self._reports.get(key)
         if future is None:
             window = frames.window(count, full=full)  # ValueError: out of range
+            self._asked[count, full] = None
+            if len(self._asked) > MAX_KEPT_SUMS:
+                del self._asked[next(iter(self._asked))]  # the oldest
             if any(k[2:] != key[2:] for k in self._reports):
                 self._reports.clear()  # a new flush or frame: start over
             while len(self._reports) >= _MAX_REPORTS:
@@ -339,15 +350,24 @@ class QueryService(ListeningSockets, Sink):
     ) -> None:
         if previous is not None:
             await previous  # never raises but CancelledError, which ends this too
-        frames = self.frames
+        frames, newest = self.frames, self.frames.newest()
+        loop = asyncio.get_running_loop()
         try:
-            frame = await asyncio.get_running_loop().run_in_executor(
-                None, frames.merged, snapshot, index, frames.newest()
-            )
+            frame = await loop.run_in_executor(None, frames.merged, snapshot, index, newest)
         except Exception:
             logger.exception('the load sink could not take in a flush')
-        else:
-            frames.commit(frame)
+            return
+        frames.commit(frame)
+        if newest is not None and frame.index > newest.index and self._asked:
+            # A new frame: the windows asked for in the last one now have
+            # other complete frames, whose sums take long; made now, in
+            # the thread, rather than by the next answer.
+            windows = [frames.window(count, full=full) for count, full in self._asked]
+            self._asked.clear()
+            try:
+                await loop.run_in_executor(None, _keep_sums, windows)
+            except Exception:
+                logger.exception('the load sink could not sum its frames')
 
     async def settled(self) -> None:
         """Wait until every flush submitted so far is in the frames."""

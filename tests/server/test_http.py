@@ -22,7 +22,7 @@ from sprockets_statsd.server import cli, listeners
 from sprockets_statsd.server.aggregator import Aggregator
 from sprockets_statsd.server.app import Server, ServerConfig
 from sprockets_statsd.server.config import AggregatorConfig
-from sprockets_statsd.server.frames import Frame, FrameStore
+from sprockets_statsd.server.frames import Frame, FrameStore, Window
 from sprockets_statsd.server.http import DEFAULT_LOAD_PORT, QueryService
 from sprockets_statsd.server.prometheus import StatsdCollector
 from sprockets_statsd.server.status import ServerStatus
@@ -390,6 +390,46 @@ async def test_flushes_are_merged_in_order_off_the_event_loop(
     assert json.loads(body)['Stat']['hits'] == 6
     assert frames.generation == 3
     await asyncio.wait_for(sink.close(DEFAULT_TIMEOUT), DEFAULT_TIMEOUT)
+
+
+async def test_a_new_frame_sums_the_complete_frames_of_the_windows_asked_for(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When a flush starts a new frame, the sums of the complete frames of
+    the windows asked for in the last frame are made in the thread, before
+    they are asked for again; if that fails, it is logged and flushes are
+    still merged."""
+    now = [6_000.0]
+    frames = FrameStore(60.0, clock=lambda: now[0])
+    sink = QueryService(frames, StatsdCollector(), ServerStatus(600.0))
+    aggregator = Aggregator(AggregatorConfig())
+
+    async def flush_in_next_frame() -> None:
+        now[0] += 60
+        aggregator.receive(b'hits:1|c')
+        sink.submit(aggregator.flush(now[0]))
+        await asyncio.wait_for(sink.settled(), DEFAULT_TIMEOUT)
+
+    for _ in range(3):
+        await flush_in_next_frame()
+    await sink.load(15)
+    await sink.load(3, full=True)
+    await flush_in_next_frame()
+    complete = tuple((f.index, f.flushes) for f in frames.frames()[:-1])
+    assert frames.sums.get(complete) is not None  # for /15
+    assert frames.sums.get(complete[:2]) is not None  # for /3/full
+    await sink.load(15)
+
+    def broken(self: Window) -> None:
+        raise RuntimeError('no sums')
+
+    monkeypatch.setattr(Window, 'keep_sums', broken)
+    await flush_in_next_frame()
+    assert 'the load sink could not sum its frames' in caplog.text
+    monkeypatch.undo()
+    await flush_in_next_frame()
+    assert frames.frames()[-1].index == 106
+    assert json.loads(await sink.load(1))['Stat']['hits'] == 1
 
 
 def test_bind_tcp_shares_one_free_port_across_families(

@@ -28,13 +28,13 @@ import time
 from sprockets_statsd.server._buffer import BufferedSink, Payload, wait_and_clear
 from sprockets_statsd.server._connection import Connection
 from sprockets_statsd.server._jsnumber import js_round
+from sprockets_statsd.server.binding import format_address
 from sprockets_statsd.server.config import (
     DEFAULT_BUFFER_BYTES,
     DEFAULT_BUFFER_FLUSHES,
     DEFAULT_RECONNECT_MAX_DELAY,
     AggregatorConfig,
 )
-from sprockets_statsd.server.listeners import format_address
 
 __all__ = [
     'DEFAULT_CONFIRM_DELAY',

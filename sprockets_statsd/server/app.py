@@ -12,7 +12,7 @@ import time
 import typing
 
 from sprockets_statsd.errors import ConfigurationError
-from sprockets_statsd.server import listeners
+from sprockets_statsd.server import binding, listeners
 from sprockets_statsd.server._admission import (
     AcceptErrors,
     Admission,
@@ -151,7 +151,7 @@ class Server:
     def describe(self) -> str:
         """One line saying where the server listens and where it flushes."""
         where = [
-            f'{"unix-dgram" if isinstance(a, str) else "udp"} {listeners.format_address(a)}'
+            f'{"unix-dgram" if isinstance(a, str) else "udp"} {binding.format_address(a)}'
             for a in self.udp_addresses
         ]
         for listener in self.stream_listeners:
@@ -163,7 +163,7 @@ class Server:
             f'{self.config.aggregator.flush_interval:g} s to {", ".join(targets)}'
         )
         if self.admin_addresses:
-            consoles = ', '.join(listeners.format_address(a) for a in self.admin_addresses)
+            consoles = ', '.join(binding.format_address(a) for a in self.admin_addresses)
             text += f'; admin console on {consoles}'
         if self.repeaters.repeaters:
             text += '; repeating to ' + ', '.join(r.name for r in self.repeaters.repeaters)
@@ -214,11 +214,11 @@ class Server:
         config = self.config
         for host, port in config.binds:
             try:
-                udp, tcp = listeners.bind_sockets(
+                udp, tcp = binding.bind_sockets(
                     host, port, udp_receive_buffer=config.udp_receive_buffer
                 )
             except OSError as exc:
-                where = listeners.format_address((host or '*', port))
+                where = binding.format_address((host or '*', port))
                 raise OSError(
                     exc.errno, f'cannot listen on {where}: {exc.strerror or exc}'
                 ) from exc
@@ -228,7 +228,7 @@ class Server:
             self.stream_listeners.extend(self._stream(sock) for sock in tcp)
         if config.unix_socket is not None:
             try:
-                sock = listeners.bind_unix_socket(
+                sock = binding.bind_unix_socket(
                     config.unix_socket, config.unix_socket_mode
                 )
             except OSError as exc:
@@ -239,7 +239,7 @@ class Server:
             self.stream_listeners.append(self._stream(sock))
         if config.unix_datagram is not None:
             try:
-                sock = listeners.bind_unix_datagram_socket(
+                sock = binding.bind_unix_datagram_socket(
                     config.unix_datagram,
                     config.unix_datagram_mode,
                     receive_buffer=config.udp_receive_buffer,
@@ -274,7 +274,7 @@ class Server:
             )
             self.query = QueryService(FrameStore(config.frame_length), collector, self.status)
             for (host, port), required in http:
-                listeners.bind_or_warn(self.query.bind, host, port, 'the load sink', required)
+                binding.bind_or_warn(self.query.bind, host, port, 'the load sink', required)
             if not self.query.addresses:
                 self.query = None
         address, required = config.admin, True
@@ -286,7 +286,7 @@ class Server:
                 self.aggregator, self.status, config=config, backends=self._backends
             )
             self.admin = AdminServer(console)
-            listeners.bind_or_warn(self.admin.bind, host, port, 'the admin console', required)
+            binding.bind_or_warn(self.admin.bind, host, port, 'the admin console', required)
             if not self.admin.addresses:
                 self.admin = None
 

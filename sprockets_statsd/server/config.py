@@ -8,7 +8,7 @@ import re
 
 from sprockets_statsd._ports import check_port
 from sprockets_statsd.errors import ConfigurationError
-from sprockets_statsd.server import listeners
+from sprockets_statsd.server import binding, listeners
 from sprockets_statsd.server._admission import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS
 from sprockets_statsd.server.repeater import RepeatTarget
 
@@ -359,7 +359,7 @@ class ServerConfig:
     admin: tuple[str, int] | None = None
     default_admin: tuple[str, int] | None = (DEFAULT_ADMIN_HOST, DEFAULT_ADMIN_PORT)
     frame_length: float = DEFAULT_FRAME_LENGTH
-    udp_receive_buffer: int = listeners.DEFAULT_UDP_RECEIVE_BUFFER
+    udp_receive_buffer: int = binding.DEFAULT_UDP_RECEIVE_BUFFER
     max_line_length: int = listeners.DEFAULT_MAX_LINE_LENGTH
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
     sink_buffer_bytes: int = DEFAULT_BUFFER_BYTES

@@ -30,7 +30,8 @@ from collections.abc import Iterable, Sequence
 from sprockets_statsd._ports import check_port
 from sprockets_statsd._throttle import Throttle
 from sprockets_statsd.errors import ConfigurationError
-from sprockets_statsd.server.listeners import PacketReceiver, format_address
+from sprockets_statsd.server.binding import format_address
+from sprockets_statsd.server.listeners import PacketReceiver
 
 __all__ = [
     'DEFAULT_BUFFER_BYTES',

@@ -18,7 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from sprockets_statsd.errors import ConfigurationError
-from sprockets_statsd.server import cli, listeners
+from sprockets_statsd.server import binding, cli
 from sprockets_statsd.server.aggregator import Aggregator
 from sprockets_statsd.server.app import Server, ServerConfig
 from sprockets_statsd.server.config import AggregatorConfig
@@ -446,7 +446,7 @@ def test_bind_tcp_shares_one_free_port_across_families(
                 *real('::1', args[1], type=socket.SOCK_STREAM)]
 
     monkeypatch.setattr(socket, 'getaddrinfo', both)
-    sockets = listeners.bind_tcp('loopbacks.example', 0)
+    sockets = binding.bind_tcp('loopbacks.example', 0)
     try:
         assert [sock.family for sock in sockets] == [socket.AF_INET, socket.AF_INET6]
         assert len({sock.getsockname()[1] for sock in sockets}) == 1
@@ -466,7 +466,7 @@ def test_bind_tcp_binds_each_resolved_address_once(monkeypatch: pytest.MonkeyPat
         return found + found
 
     monkeypatch.setattr(socket, 'getaddrinfo', doubled)
-    sockets = listeners.bind_tcp('twice.example', 0)
+    sockets = binding.bind_tcp('twice.example', 0)
     port = sockets[0].getsockname()[1]
     assert len(sockets) == 1
     for sock in sockets:
@@ -484,9 +484,9 @@ def test_bind_tcp_binds_each_resolved_address_once(monkeypatch: pytest.MonkeyPat
 
         monkeypatch.setattr(socket, 'getaddrinfo', then_taken)
         with pytest.raises(OSError, match='in use'):
-            listeners.bind_tcp('partly.example', port)
+            binding.bind_tcp('partly.example', port)
     monkeypatch.undo()
-    again = listeners.bind_tcp('127.0.0.1', port)  # the first was released
+    again = binding.bind_tcp('127.0.0.1', port)  # the first was released
     for sock in again:
         sock.close()
 

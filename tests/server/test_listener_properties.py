@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sprockets_statsd.server import listeners
+from sprockets_statsd.server import binding, listeners
 from sprockets_statsd.server.aggregator import Aggregator, Snapshot
 from sprockets_statsd.server.config import AggregatorConfig
 from tests.server.helpers import send_udp, wait_until
@@ -74,7 +74,7 @@ def rig() -> typing.Iterator[Rig]:
     """UDP and TCP listeners on one loop, shared by every example."""
     loop = asyncio.new_event_loop()
     switch = Switch()
-    udp_socks, tcp_socks = listeners.bind_sockets('127.0.0.1', 0, udp_receive_buffer=1 << 22)
+    udp_socks, tcp_socks = binding.bind_sockets('127.0.0.1', 0, udp_receive_buffer=1 << 22)
 
     async def start() -> Rig:
         udp = listeners.UDPListener(udp_socks[0], switch)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import socket
 import stat
 
 import pytest
 
-from sprockets_statsd.server import listeners
+from sprockets_statsd.server import binding, listeners
 from tests.server.helpers import send_tcp, send_udp, wait_until
 
 
@@ -31,7 +30,7 @@ class Recorder:
 
 
 def udp_listener(recorder: Recorder, host: str = '127.0.0.1') -> listeners.UDPListener:
-    udp, tcp = listeners.bind_sockets(host, 0, udp_receive_buffer=1 << 20)
+    udp, tcp = binding.bind_sockets(host, 0, udp_receive_buffer=1 << 20)
     for sock in tcp:
         sock.close()
     return listeners.UDPListener(udp[0], recorder, batch_size=8)
@@ -40,7 +39,7 @@ def udp_listener(recorder: Recorder, host: str = '127.0.0.1') -> listeners.UDPLi
 async def stream_listener(
     recorder: Recorder, max_line_length: int = 64
 ) -> listeners.StreamListener:
-    udp, tcp = listeners.bind_sockets('127.0.0.1', 0)
+    udp, tcp = binding.bind_sockets('127.0.0.1', 0)
     for sock in udp:
         sock.close()
     listener = listeners.StreamListener(tcp[0], recorder, max_line_length=max_line_length)
@@ -89,21 +88,11 @@ async def test_udp_close_hands_on_queued_datagrams() -> None:
     assert len(recorder.packets) == 20
 
 
-async def test_udp_and_tcp_share_the_port_chosen_for_port_zero() -> None:
-    """With port 0, UDP and TCP are bound to one port."""
-    udp, tcp = listeners.bind_sockets('127.0.0.1', 0)
-    try:
-        assert udp[0].getsockname()[1] == tcp[0].getsockname()[1] != 0
-    finally:
-        for sock in udp + tcp:
-            sock.close()
-
-
 @pytest.mark.skipif(not socket.has_dualstack_ipv6(), reason='no dual-stack IPv6')
 async def test_all_interfaces_is_dual_stack() -> None:
     """An empty host binds ``::`` dual-stack: IPv4 and IPv6 clients both arrive."""
     recorder = Recorder()
-    udp, tcp = listeners.bind_sockets('', 0)
+    udp, tcp = binding.bind_sockets('', 0)
     for sock in tcp:
         sock.close()
     assert udp[0].family == socket.AF_INET6
@@ -130,19 +119,6 @@ async def test_udp_on_ipv6_loopback() -> None:
         await wait_until(lambda: recorder.packets == [b'six:1|c'], what='the datagram')
     finally:
         listener.close()
-
-
-def test_receive_buffer_size_is_logged(caplog: pytest.LogCaptureFixture) -> None:
-    """The effective SO_RCVBUF is read back and logged."""
-    caplog.set_level(logging.INFO, logger=listeners.__name__)
-    udp, tcp = listeners.bind_sockets('127.0.0.1', 0, udp_receive_buffer=256 * 1024)
-    try:
-        effective = udp[0].getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
-        assert effective >= 256 * 1024 or 'raise net.core.rmem_max' in caplog.text
-        assert 'UDP receive buffer is' in caplog.text
-    finally:
-        for sock in udp + tcp:
-            sock.close()
 
 
 async def test_tcp_hands_on_everything_up_to_the_last_newline() -> None:
@@ -260,7 +236,7 @@ async def test_unix_socket(tmp_path: os.PathLike[str]) -> None:
     stale.close()
     recorder = Recorder()
     listener = listeners.StreamListener(
-        listeners.bind_unix_socket(path, 0o660), recorder
+        binding.bind_unix_socket(path, 0o660), recorder
     )
     await listener.start()
     try:
@@ -271,21 +247,3 @@ async def test_unix_socket(tmp_path: os.PathLike[str]) -> None:
         await listener.close()
     with pytest.raises(FileNotFoundError):
         os.stat(path)
-
-
-def test_unix_socket_refuses_to_replace_a_regular_file(tmp_path: os.PathLike[str]) -> None:
-    """A path that is a regular file is not removed; binding fails instead."""
-    path = os.path.join(tmp_path, 'not-a-socket')
-    with open(path, 'w') as f:
-        f.write('keep me')
-    with pytest.raises(OSError, match='in use'):
-        listeners.bind_unix_socket(path)
-    with open(path) as f:
-        assert f.read() == 'keep me'
-
-
-def test_format_address() -> None:
-    """Addresses print as host:port, [v6]:port, or a path."""
-    assert listeners.format_address(('127.0.0.1', 8125)) == '127.0.0.1:8125'
-    assert listeners.format_address(('::', 8125, 0, 0)) == '[::]:8125'
-    assert listeners.format_address('/run/statsd.sock') == '/run/statsd.sock'

@@ -239,6 +239,7 @@ class QueryService(ListeningSockets, Sink):
         self._server: tornado.httpserver.HTTPServer | None = None
         self._exposition: tuple[int, bytes] | None = None
         self._rendering: tuple[int, asyncio.Future[bytes]] | None = None
+        self._totals: asyncio.Future[object] | None = None
         # Load reports of the current flush and frame, done or under way.
         self._reports: dict[tuple[int, bool, int, int], asyncio.Future[bytes]] = {}
         self._layouts = Layouts()
@@ -322,7 +323,8 @@ class QueryService(ListeningSockets, Sink):
         The frames take it in a worker thread (a copy of the current frame
         with the flush merged in: hundreds of thousands of counters take
         a few hundred ms), one flush after the other; the event loop only
-        swaps the copy in.  Never raises: a flush that cannot be merged is
+        swaps the copy in; the collector's running totals are merged in a
+        worker thread as well.  Never raises: a flush that cannot be merged is
         logged, and the server and the other sinks carry on.
 
         :param snapshot: the flush, from :meth:`.Aggregator.flush`
@@ -336,6 +338,10 @@ class QueryService(ListeningSockets, Sink):
         except RuntimeError:  # no event loop to keep free: merge it here
             self._merge_now(snapshot)
             return
+        # The collector's totals are merged in a worker thread too (as
+        # long), one merge at a time; a scrape merges what still waits.
+        if self._totals is None or self._totals.done():
+            self._totals = loop.run_in_executor(None, self.collector.merge)
         index = self.frames.current_index()
         self._merging = loop.create_task(self._merge(snapshot, index, self._merging))
 

@@ -24,11 +24,14 @@ from __future__ import annotations
 
 import array
 import bisect
+import collections
 import io
+import itertools
 import logging
 import math
 import operator
 import re
+import threading
 import types
 import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -60,8 +63,6 @@ _INVALID = re.compile(r'[^A-Za-z0-9_]')
 _ASCII_CLEAN = bytes(
     c if c < 128 and not _INVALID.fullmatch(chr(c)) else ord('_') for c in range(256)
 )
-#: Lines encoded at a time: a few hundred KB of text.
-_CHUNK_LINES = 8192
 _NO_LABELS: Mapping[str, str] = types.MappingProxyType({})
 # Label names Prometheus gives a meaning of its own; a tag of that name is
 # renamed the way Prometheus renames clashing target labels.
@@ -161,13 +162,96 @@ class _State(typing.NamedTuple):
     sets: Mapping[str, int] = {}
 
 
+# The kinds of statsd metric, in the order the exposition takes them.
+_COUNTERS, _TIMERS, _GAUGES, _SETS = range(4)
+#: The series a family takes besides its own name, by kind.
+_SUFFIXES: Mapping[str, tuple[str, ...]] = {
+    'counter': ('_total',),
+    'summary': ('_sum', '_count'),
+    'histogram': ('_bucket', '_sum', '_count'),
+    'gauge': (),
+}
+#: Each suffix and the kinds whose families take it.
+_SUFFIX_KINDS = tuple(
+    (suffix, frozenset(kind for kind, taken in _SUFFIXES.items() if suffix in taken))
+    for suffix in ('_total', '_sum', '_count', '_bucket')
+)
+#: Flushes taken in but not yet merged, beyond which :meth:`add` merges
+#: them itself: each holds a flush's mappings, tens of MB with hundreds of
+#: thousands of keys, and the merge in a worker thread keeps up unless the
+#: machine is overloaded.
+_MAX_PENDING = 4
+#: Families per piece of the kept text: a key that comes or goes copies
+#: its piece (about a MB), and a piece is formatted in one call.
+_CHUNK_FAMILIES = 8192
+#: The smallest value Go (and so prometheus_client) writes with an
+#: exponent where Python's repr does not.
+_GO_EXPONENT = 1e6
+
+
+def _family_of(
+    group: int, key: str, timer: _Timer | None
+) -> tuple[str, str, str, tuple[str, ...]]:
+    """The family `key` of `group` belongs to: name, kind, help, suffixes."""
+    name = prometheus_name(key)
+    if group == _COUNTERS:
+        return name, 'counter', _COUNTER_DOC, _SUFFIXES['counter']
+    if group == _TIMERS:
+        assert timer is not None
+        if not name.endswith('_seconds'):
+            name += '_seconds'
+        if timer.buckets:
+            return name, 'histogram', _HISTOGRAM_DOC, _SUFFIXES['histogram']
+        return name, 'summary', _TIMER_DOC, _SUFFIXES['summary']
+    return name, 'gauge', _GAUGE_DOC if group == _GAUGES else _SET_DOC, ()
+
+
+def _sample_names(
+    group: int, timer: _Timer | None, name: str, labels: Mapping[str, str]
+) -> list[tuple[str, Mapping[str, str]]]:
+    """The name and labels of each sample of one key, in exposition order."""
+    if group == _COUNTERS:
+        return [(name + '_total', labels)]
+    if group != _TIMERS:
+        return [(name, labels)]
+    assert timer is not None
+    if timer.buckets:
+        return [
+            *((name + '_bucket', {**labels, 'le': repr(bound)}) for bound, _ in timer.buckets),
+            (name + '_bucket', {**labels, 'le': '+Inf'}),
+            (name + '_sum', labels),
+            (name + '_count', labels),
+        ]
+    return [
+        *((name, {**labels, 'quantile': _format_quantile(q)}) for q, _ in timer.quantiles),
+        (name + '_sum', labels),
+        (name + '_count', labels),
+    ]
+
+
+def _sample_values(group: int, key: str, state: _State) -> list[float]:
+    """The values of the samples :func:`_sample_names` names."""
+    if group == _COUNTERS:
+        return [state.counters[key]]
+    if group == _GAUGES:
+        return [float(state.gauges[key])]
+    if group == _SETS:
+        return [float(state.sets[key])]
+    timer = state.timers[key]
+    if timer.buckets:
+        return [*(value for _, value in timer.buckets),
+                timer.count_total, timer.seconds_total, timer.count_total]
+    return [*(value for _, value in timer.quantiles), timer.seconds_total, timer.count_total]
+
+
 class StatsdCollector(Collector):
     """Expose every flush's aggregates to a Prometheus scrape.
 
     Register it with its own :class:`~prometheus_client.CollectorRegistry`
     (never the global one, so that several servers can run in one
-    process).  Feed it from one thread; scrapes may run in any thread,
-    since each flush replaces the state a scrape reads in one assignment.
+    process).  Feed it from one thread; :meth:`merge`, :meth:`collect` and
+    :meth:`exposition` may run in any thread: each merges the flushes
+    taken in so far, under a lock, into a state that it replaces whole.
 
     :param percent_thresholds: the timer percentiles to expose as quantiles
     :param histograms: the configured ``(metric, bins)`` pairs
@@ -183,6 +267,9 @@ class StatsdCollector(Collector):
         self._thresholds = tuple(percent_thresholds)
         self._histograms = tuple(histograms)
         self._state = _State()
+        self._pending: collections.deque[Snapshot] = collections.deque()
+        self._merging = threading.Lock()
+        self._rendering = threading.Lock()
         self._layout: _Layout | None = None
         #: Flushes taken in: a scrape's output changes only when it does.
         self.generation = 0
@@ -191,11 +278,38 @@ class StatsdCollector(Collector):
         self.collisions = 0
 
     def add(self, snapshot: Snapshot) -> None:
-        """Take in one flush.
+        """Take in one flush, to be merged by :meth:`merge`.
+
+        Does not block: merging hundreds of thousands of keys takes a
+        good part of a second, so it is left to :meth:`merge` in a worker
+        thread (or to the next scrape), unless :data:`_MAX_PENDING`
+        flushes are waiting already.
 
         :param snapshot: the flush, from :meth:`.Aggregator.flush`
         """
-        old = self._state
+        self._pending.append(snapshot)
+        self.generation += 1
+        if len(self._pending) > _MAX_PENDING:
+            self.merge()
+
+    def merge(self) -> _State:
+        """Merge the flushes taken in so far; the state they give.
+
+        Blocks for up to a second or more with hundreds of thousands of
+        keys: call it in a thread.  A flush that cannot be merged is
+        logged and left out.
+        """
+        with self._merging:
+            while self._pending:
+                snapshot = self._pending.popleft()
+                try:
+                    self._state = self._merged(self._state, snapshot)
+                except Exception:
+                    logger.exception('a flush could not be merged into /metrics')
+            return self._state
+
+    def _merged(self, old: _State, snapshot: Snapshot) -> _State:
+        """The state after `old` takes in `snapshot`."""
         # Running totals can overflow (see _finite).
         counters = saturated({
             key: old.counters.get(key, 0.0) + value
@@ -219,8 +333,7 @@ class StatsdCollector(Collector):
                 count_total=saturate(timer.count_total + count)
             )
         sets = {key: len(members) for key, members in snapshot.sets.items()}
-        self._state = _State(counters, timers, snapshot.gauges, sets)
-        self.generation += 1
+        return _State(counters, timers, snapshot.gauges, sets)
 
     def _buckets(
         self,
@@ -254,7 +367,7 @@ class StatsdCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         """Build the metric families of the latest flush."""
-        plan = self._plan()
+        plan = self._plan(self.merge())
         metric: Metric | None = None
         for family, sample in plan.order():
             if family >= 0:
@@ -274,58 +387,38 @@ class StatsdCollector(Collector):
 
         The same bytes as prometheus_client's ``generate_latest`` gives for
         :meth:`collect`, several times faster (no objects per sample), and
-        with little more memory than the text itself: it is encoded piece
-        by piece into one buffer.  The text of every sample but its value
-        (see :class:`_Layout`) is kept from one call to the next while the
-        flushes hold the same keys, so that a call mostly formats values.
+        with little more memory than the text itself.  The text of every
+        family but its values (see :class:`_Layout`) is kept from one call
+        to the next: when keys come or go, only their families' text is
+        made or dropped, unless they change which key a series goes to.
         Takes up to a second or more for hundreds of thousands of keys, so
-        call it in a thread.
+        call it in a thread; calls take turns.
         """
-        state = self._state  # one flush's state, whatever happens meanwhile
-        layout = self._layout
-        if layout is None or not layout.fits(state):
-            layout = self._layout = _Layout(self._plan(state), state)
-        self.collisions = layout.collisions
-        values = layout.values(state)
-        go = typing.cast(Callable[[float], str], floatToGoString)
-        prefixes = layout.prefixes
-        body = io.BytesIO()
-        for start in range(0, len(prefixes), _CHUNK_LINES):
-            chunk = values[start:start + _CHUNK_LINES]
-            # repr is floatToGoString's answer for a short finite value.
-            texts = [
-                text if len(text) < 8 and text[-1] not in 'fn' else go(value)
-                for text, value in zip(map(repr, chunk), chunk, strict=True)
-            ]
-            body.write(''.join(map(operator.add, prefixes[start:start + _CHUNK_LINES],
-                                   texts)).encode())
-        if prefixes:
-            body.write(b'\n')  # the end of the last line
-        # The buffer's own bytes, not a copy, once nothing else refers to it.
-        return body.getvalue()
+        with self._rendering:
+            state = self.merge()  # one flush's state, whatever happens meanwhile
+            layout = self._layout
+            if layout is None or not layout.update(state):
+                self._layout = None  # not kept while its successor is built
+                layout = self._layout = _Layout(self._plan(state), state)
+            self.collisions = layout.collisions
+            return layout.render(state)
 
-    def _plan(self, state: _State | None = None) -> _Plan:
-        """The families and samples of `state`, by default the latest flush.
+    def _plan(self, state: _State) -> _Plan:
+        """The families and samples of `state`.
 
         Keys in sorted order within each kind; a key whose series another
         key already took is left out and counted in :attr:`collisions`.
         """
-        if state is None:
-            state = self._state  # one flush's state, whatever happens meanwhile
         plan = _Plan()
         families: dict[str, int] = {}
         taken: set[str] = set()
         seen: set[object] = set()
-        collisions = 0
 
         def family(
-            key: str, kind: str, doc: str, suffixes: tuple[str, ...], unit: str = ''
+            group: int, key: str, timer: _Timer | None = None
         ) -> tuple[int, str, Mapping[str, str]] | None:
             """`key`'s family, name and labels, or None if its series is taken."""
-            nonlocal collisions
-            name = prometheus_name(key)
-            if unit and not name.endswith('_' + unit):
-                name += '_' + unit
+            name, kind, doc, suffixes = _family_of(group, key, timer)
             labels: Mapping[str, str]
             if ';' in key:
                 labels = prometheus_labels(key)
@@ -336,13 +429,13 @@ class StatsdCollector(Collector):
             index = families.get(name)
             if index is None:
                 if name in taken or any(name + suffix in taken for suffix in suffixes):
-                    collisions += 1
+                    plan.losers[group, key] = (name, *(name + s for s in suffixes))
                     return None
                 taken.add(name)
                 taken.update([name + suffix for suffix in suffixes])
                 index = families[name] = plan.new_family(name, kind, doc)
             elif plan.kinds[index] != kind or identity in seen:
-                collisions += 1
+                plan.losers[group, key] = (name, *(name + s for s in suffixes))
                 return None
             seen.add(identity)
             return index, name, labels
@@ -355,7 +448,7 @@ class StatsdCollector(Collector):
             plan.family_names.append, plan.kinds.append, plan.docs.append)
         owners, sample_names = plan.family.append, plan.names.append
         sample_labels, sample_values = plan.labels.append, plan.values.append
-        kept = plan.kept_counters.append
+        new_member, member_of = plan.members.append, plan.member_of.append
         for key in sorted(counters):
             if ';' not in key:
                 name = prometheus_name(key)
@@ -372,48 +465,26 @@ class StatsdCollector(Collector):
                     sample_names(total)
                     sample_labels(_NO_LABELS)
                     sample_values(counters[key])
-                    kept(key)
+                    member_of(len(plan.members))
+                    new_member((_COUNTERS, key))
                     continue
-            made = family(key, 'counter', _COUNTER_DOC, ('_total',))
+            made = family(_COUNTERS, key)
             if made:
-                index, name, labels = made
-                add(index, name + '_total', labels, state.counters[key])
-                kept(key)
+                add(made[0], _COUNTERS, key, made[1], made[2], None, state)
         for key in sorted(state.timers):
             timer = state.timers[key]
-            if timer.buckets:
-                made = family(key, 'histogram', _HISTOGRAM_DOC,
-                              ('_bucket', '_sum', '_count'), 'seconds')
-                if made:
-                    plan.kept_timers.append(key)
-                    index, name, labels = made
-                    for bound, value in timer.buckets:
-                        add(index, name + '_bucket', {**labels, 'le': repr(bound)}, value)
-                    add(index, name + '_bucket', {**labels, 'le': '+Inf'},
-                        timer.count_total)
-                    add(index, name + '_sum', labels, timer.seconds_total)
-                    add(index, name + '_count', labels, timer.count_total)
-                continue
-            made = family(key, 'summary', _TIMER_DOC, ('_sum', '_count'), 'seconds')
+            made = family(_TIMERS, key, timer)
             if made:
-                plan.kept_timers.append(key)
-                index, name, labels = made
-                for quantile, value in timer.quantiles:
-                    add(index, name, {**labels, 'quantile': _format_quantile(quantile)},
-                        value)
-                add(index, name + '_sum', labels, timer.seconds_total)
-                add(index, name + '_count', labels, timer.count_total)
-        for doc, mapping, kept_keys in ((_GAUGE_DOC, state.gauges, plan.kept_gauges),
-                                        (_SET_DOC, state.sets, plan.kept_sets)):
+                add(made[0], _TIMERS, key, made[1], made[2], timer, state)
+        for group, mapping in ((_GAUGES, state.gauges), (_SETS, state.sets)):
             for key in sorted(mapping):
-                made = family(key, 'gauge', doc, ())
+                made = family(group, key)
                 if made:
-                    kept_keys.append(key)
-                    index, name, labels = made
-                    add(index, name, labels, mapping[key])
-        if collisions:
-            logger.debug('%d statsd keys share a Prometheus series; left out', collisions)
-        self.collisions = plan.collisions = collisions
+                    add(made[0], group, key, made[1], made[2], None, state)
+        if plan.losers:
+            logger.debug('%d statsd keys share a Prometheus series; left out',
+                         len(plan.losers))
+        self.collisions = len(plan.losers)
         return plan
 
 
@@ -431,13 +502,12 @@ class _Plan:
         self.labels: list[Mapping[str, str]] = []
         self.values = array.array('d')
         self._in_order = True
-        #: The keys exposed, in the order their samples were added.
-        self.kept_counters: list[str] = []
-        self.kept_timers: list[str] = []
-        self.kept_gauges: list[str] = []
-        self.kept_sets: list[str] = []
-        #: Keys left out: their series was taken.
-        self.collisions = 0
+        #: ``(kind of metric, key)`` of each key exposed, in the order their
+        #: samples came, and the index of each sample's key there.
+        self.members: list[tuple[int, str]] = []
+        self.member_of = array.array('q')
+        #: Keys left out (their series was taken): the series they wanted.
+        self.losers: dict[tuple[int, str], tuple[str, ...]] = {}
 
     def new_family(self, name: str, kind: str, doc: str) -> int:
         self.family_names.append(name)
@@ -445,13 +515,28 @@ class _Plan:
         self.docs.append(doc)
         return len(self.kinds) - 1
 
-    def add(self, family: int, name: str, labels: Mapping[str, str], value: float) -> None:
+    def add(
+        self,
+        family: int,
+        group: int,
+        key: str,
+        name: str,
+        labels: Mapping[str, str],
+        timer: _Timer | None,
+        state: _State,
+    ) -> None:
+        """The samples of `key` of `group`, in `family` as `name`."""
         if family != len(self.kinds) - 1:
             self._in_order = False  # an older family
-        self.family.append(family)
-        self.names.append(name)
-        self.labels.append(labels)
-        self.values.append(value)
+        member = len(self.members)
+        self.members.append((group, key))
+        for (sample, tags), value in zip(_sample_names(group, timer, name, labels),
+                                         _sample_values(group, key, state), strict=True):
+            self.family.append(family)
+            self.names.append(sample)
+            self.labels.append(tags)
+            self.values.append(value)
+            self.member_of.append(member)
 
     def samples(self) -> Sequence[int] | None:
         """The samples in exposition order, or None if that is the order
@@ -482,77 +567,282 @@ def _timer_shape(timer: _Timer) -> tuple[tuple[float, ...], tuple[float, ...]]:
     return tuple(bound for bound, _ in timer.buckets), tuple(q for q, _ in timer.quantiles)
 
 
-class _Layout:
-    """The text of each sample of a plan but its value, in exposition order.
+def _header(name: str, kind: str, doc: str) -> str:
+    """A family's HELP and TYPE lines (what _Layout writes inline too)."""
+    shown = name + '_total' if kind == 'counter' else name
+    return f'# HELP {shown} {doc}\n# TYPE {shown} {kind}\n'
 
-    It holds for every flush with the same keys (and timers of the same
-    bounds and quantiles) as the one it was made from, since names, labels
-    and collisions depend on nothing else; it takes memory in proportion
-    to the keys of one flush, which ``max_names`` bounds.
+
+def _line(name: str, labels: Mapping[str, str]) -> str:
+    """A sample's line with ``%s`` for its value (the rest ``%``-escaped)."""
+    if labels:
+        return f'{name}{_label_text(labels).replace("%", "%%")} %s\n'
+    return f'{name} %s\n'
+
+
+#: A family as kept: the key that comes first in it, the ``(kind, key)`` of
+#: each key in it (None for one key of one sample), its text.
+_Unit = tuple[str, 'tuple[tuple[int, str], ...] | None', str]
+
+
+class _Chunk:
+    """Consecutive families whose first keys are of one kind of metric.
+
+    Its text is every line of those families with ``%s`` for the values,
+    for one ``%`` formatting; it is replaced, never changed, so a chunk
+    may be shared by layouts.
+    """
+
+    __slots__ = ('group', 'keys', 'members', 'starts', 'template')
+
+    def __init__(self, group: int, units: Sequence[_Unit]) -> None:
+        self.group = group
+        #: Each family's first key, in order.
+        self.keys = [key for key, _, _ in units]
+        members = [member for _, member, _ in units]
+        #: Each family's keys, None if all are just their first key.
+        self.members = None if not any(members) else members
+        texts = [text for _, _, text in units]
+        self.template = ''.join(texts)
+        #: Where each family's text starts, and the end.
+        self.starts = array.array('q', itertools.accumulate(map(len, texts), initial=0))
+
+    def units(self) -> Iterator[_Unit]:
+        members = self.members or itertools.repeat(None)
+        template, starts = self.template, self.starts
+        for index, (key, member) in enumerate(zip(self.keys, members, strict=False)):
+            yield key, member, template[starts[index]:starts[index + 1]]
+
+    def values(self, state: _State) -> Sequence[float]:
+        """The values of the chunk's samples in `state`, in order."""
+        group, keys = self.group, self.keys
+        if self.members is None:
+            if group == _COUNTERS:
+                return tuple(map(state.counters.__getitem__, keys))
+            mapping = state.gauges if group == _GAUGES else state.sets
+            return tuple(map(float, map(mapping.__getitem__, keys)))
+        values: list[float] = []
+        for key, members in zip(keys, self.members, strict=True):
+            for member_group, member in members or ((group, key),):
+                values.extend(_sample_values(member_group, member, state))
+        return values
+
+
+def _chunked(group: int, units: Sequence[_Unit]) -> list[_Chunk]:
+    return [_Chunk(group, units[start:start + _CHUNK_FAMILIES])
+            for start in range(0, len(units), _CHUNK_FAMILIES)]
+
+
+def _texts(values: Sequence[float]) -> tuple[float | str, ...]:
+    """`values` for ``%s``: floatToGoString's text where it is not repr's.
+
+    Sums and compares in C first: all finite (the sum is then finite,
+    see _finite) and below :data:`_GO_EXPONENT` is the common case.
+    """
+    whole = sum(values)
+    if whole - whole == 0 and (not values or max(values) < _GO_EXPONENT):
+        return tuple(values)
+    go = typing.cast(Callable[[float], str], floatToGoString)
+    return tuple(v if -math.inf < v < _GO_EXPONENT else go(v) for v in values)
+
+
+class _Layout:
+    """The text of every family of a flush but its values, in order.
+
+    Built from a plan; then, flush after flush, updated for the keys that
+    came and went, as long as they change no other key's series: a new key
+    whose family is new, a key gone that was a family alone and that no
+    key left out wanted the series of, a key left out that goes.  Any
+    other change (a key that joins or leaves a family of several, or takes
+    or frees a series another key wants) makes a new plan.  Keeps the
+    text (about the size of the exposition), the family names and the
+    keys of the flush, in proportion to ``max_names``.
     """
 
     def __init__(self, plan: _Plan, state: _State) -> None:
-        self.collisions = plan.collisions
-        self.counter_keys = frozenset(state.counters)
+        self.collisions = len(plan.losers)
+        self.losers = plan.losers
+        self.contested = {name for names in plan.losers.values() for name in names}
+        #: The kind of each family, by name.
+        self.families = dict(zip(plan.family_names, plan.kinds, strict=True))
+        #: The keys of the flush, by kind (the timers': their shapes).
+        self.keys = {_COUNTERS: set(state.counters), _GAUGES: set(state.gauges),
+                     _SETS: set(state.sets)}
         self.timer_shapes = {key: _timer_shape(timer) for key, timer in state.timers.items()}
-        self.gauge_keys = frozenset(state.gauges)
-        self.set_keys = frozenset(state.sets)
-        self.kept_counters = plan.kept_counters
-        self.kept_timers = plan.kept_timers
-        self.kept_gauges = plan.kept_gauges
-        self.kept_sets = plan.kept_sets
-        samples = plan.samples()
-        self.order = None if samples is None else array.array('q', samples)
-        names, labels, kinds = plan.names, plan.labels, plan.kinds
-        family_names, docs = plan.family_names, plan.docs
-        #: Each sample's line up to its value, after the end of the line
-        #: before and the family's header if it is the family's first.
-        self.prefixes: list[str] = []
-        add = self.prefixes.append
-        newline = ''
-        for family, sample in plan.order():
-            header = newline
-            if family >= 0:
-                kind = kinds[family]
-                shown = family_names[family]
-                if kind == 'counter':
-                    shown += '_total'
-                header += f'# HELP {shown} {docs[family]}\n# TYPE {shown} {kind}\n'
+        self.chunks: list[_Chunk] = []
+        units: list[_Unit] = []
+        group = -1
+        names, labels, member_of, members = (
+            plan.names, plan.labels, plan.member_of, plan.members)
+        family_names, kinds, docs = plan.family_names, plan.kinds, plan.docs
+        # One loop, inline: it runs once per sample of a whole flush.
+        key, keys, text = '', [0], ''
+        for owner, sample in plan.order():
             tags = labels[sample]
             if tags:
-                add(f'{header}{names[sample]}{_label_text(tags)} ')
+                line = f'{names[sample]}{_label_text(tags).replace("%", "%%")} %s\n'
             else:
-                add(f'{header}{names[sample]} ')
-            newline = '\n'
+                line = f'{names[sample]} %s\n'
+            member = member_of[sample]
+            if owner < 0:
+                text += line
+                if keys[-1] != member:
+                    keys.append(member)
+                continue
+            if text:
+                units.append(self._unit(key, keys, text, plan))
+            first, key = members[member]
+            if first != group or len(units) == _CHUNK_FAMILIES:
+                self.chunks.extend(_chunked(group, units))
+                group, units = first, []
+            keys = [member]
+            text = _header(family_names[owner], kinds[owner], docs[owner]) + line
+        if text:
+            units.append(self._unit(key, keys, text, plan))
+        self.chunks.extend(_chunked(group, units))
+        self.firsts = [(chunk.group, chunk.keys[0]) for chunk in self.chunks]
 
-    def fits(self, state: _State) -> bool:
-        """Whether `state` has the keys this layout was made for."""
-        return (
-            state.counters.keys() == self.counter_keys
-            and state.gauges.keys() == self.gauge_keys
-            and state.sets.keys() == self.set_keys
-            and len(state.timers) == len(self.timer_shapes)
-            and all(self.timer_shapes.get(key) == _timer_shape(timer)
-                    for key, timer in state.timers.items())
-        )
+    @staticmethod
+    def _unit(key: str, members: list[int], text: str, plan: _Plan) -> _Unit:
+        """A family of `plan` as kept: None for one key of one sample."""
+        if len(members) == 1 and plan.members[members[0]][0] != _TIMERS:
+            return key, None, text
+        return key, tuple(plan.members[m] for m in members), text
 
-    def values(self, state: _State) -> array.array[float]:
-        """The value of each sample of `state`, in exposition order."""
-        values = array.array('d', map(state.counters.__getitem__, self.kept_counters))
-        timers = state.timers
-        for key in self.kept_timers:
-            timer = timers[key]
-            if timer.buckets:
-                values.extend([value for _, value in timer.buckets])
-                values.extend((timer.count_total, timer.seconds_total, timer.count_total))
+    def render(self, state: _State) -> bytes:
+        """The exposition of `state`, which has the keys of the layout."""
+        body = io.BytesIO()
+        for chunk in self.chunks:
+            body.write((chunk.template % _texts(chunk.values(state))).encode())
+        # The buffer's own bytes, not a copy, once nothing else refers to it.
+        return body.getvalue()
+
+    def update(self, state: _State) -> bool:
+        """Take in the keys of `state`; False if that needs a new plan (the
+        layout is then spoilt)."""
+        gone: list[tuple[int, str]] = []
+        new: list[tuple[int, str]] = []
+        for group, mapping in ((_COUNTERS, state.counters), (_GAUGES, state.gauges),
+                               (_SETS, state.sets)):
+            kept = self.keys[group]
+            gone.extend((group, key) for key in kept.difference(mapping))
+            new.extend((group, key) for key in itertools.filterfalse(kept.__contains__, mapping))
+        shapes = self.timer_shapes
+        for key, timer in state.timers.items():
+            shape = shapes.get(key)
+            if shape != _timer_shape(timer):
+                new.append((_TIMERS, key))
+                if shape is not None:
+                    gone.append((_TIMERS, key))  # its samples changed names
+        gone.extend((_TIMERS, key) for key in shapes.keys() - state.timers.keys())
+        if not gone and not new:
+            return True
+        edits = self._edits(gone, sorted(new), state)
+        if edits is None:
+            return False
+        self._apply(edits, gone, new, state)
+        return True
+
+    def _locate(self, group: int, key: str) -> tuple[_Chunk, int] | None:
+        """The chunk and place of the family `key` of `group` comes first in."""
+        index = bisect.bisect_right(self.firsts, (group, key)) - 1
+        if index < 0 or self.chunks[index].group != group:
+            return None
+        chunk = self.chunks[index]
+        place = bisect.bisect_left(chunk.keys, key)
+        if place == len(chunk.keys) or chunk.keys[place] != key:
+            return None
+        return chunk, place
+
+    def _edits(
+        self, gone: list[tuple[int, str]], new: list[tuple[int, str]], state: _State
+    ) -> dict[_Chunk, tuple[set[str], list[_Unit]]] | None:
+        """What each chunk loses and gains, or None if a plan is needed.
+
+        Updates the family names as it goes; a layout it returns None for
+        is spoilt.
+        """
+        families = self.families
+
+        def taken(name: str) -> bool:
+            return name in families or any(
+                name.endswith(suffix) and families.get(name[:-len(suffix)]) in kinds
+                for suffix, kinds in _SUFFIX_KINDS
+            )
+
+        edits: dict[_Chunk, tuple[set[str], list[_Unit]]] = {}
+        for group, key in gone:
+            if (group, key) in self.losers:
+                continue
+            found = self._locate(group, key)
+            if found is None:
+                return None  # one key among others in a family
+            chunk, place = found
+            if chunk.members is not None and chunk.members[place] not in (
+                    None, ((group, key),)):
+                return None  # the first of a family of several
+            name = prometheus_name(key)
+            if group == _TIMERS and not name.endswith('_seconds'):
+                name += '_seconds'
+            series = {name, *(name + s for s in _SUFFIXES[families.pop(name)])}
+            if series & self.contested:
+                return None  # a key left out may want it now
+            edits.setdefault(chunk, (set(), []))[0].add(key)
+        for group, key in new:
+            timer = state.timers[key] if group == _TIMERS else None
+            name, kind, doc, suffixes = _family_of(group, key, timer)
+            if taken(name) or any(taken(name + s) for s in suffixes):
+                return None  # a series of another key, or a family to join
+            families[name] = kind
+            labels = prometheus_labels(key) if ';' in key else _NO_LABELS
+            text = _header(name, kind, doc) + ''.join(
+                _line(sample, tags) for sample, tags in _sample_names(group, timer, name, labels))
+            index = bisect.bisect_right(self.firsts, (group, key))
+            if index and self.chunks[index - 1].group == group:
+                chunk = self.chunks[index - 1]
+            elif index < len(self.chunks) and self.chunks[index].group == group:
+                chunk = self.chunks[index]
+            else:  # the first family of its kind of metric
+                chunk = _Chunk(group, ())
+                self.firsts.insert(index, (group, key))
+                self.chunks.insert(index, chunk)
+            edits.setdefault(chunk, (set(), []))[1].append(
+                (key, ((group, key),) if group == _TIMERS else None, text))
+        return edits
+
+    def _apply(
+        self,
+        edits: dict[_Chunk, tuple[set[str], list[_Unit]]],
+        gone: list[tuple[int, str]],
+        new: list[tuple[int, str]],
+        state: _State,
+    ) -> None:
+        """Make the chunks `edits` says, and keep the keys of `state`."""
+        chunks: list[_Chunk] = []
+        for chunk in self.chunks:
+            if chunk not in edits:
+                chunks.append(chunk)
+                continue
+            removed, added = edits[chunk]
+            units = [unit for unit in chunk.units() if unit[0] not in removed]
+            units.extend(added)
+            units.sort(key=operator.itemgetter(0))  # each part sorted already
+            chunks.extend(_chunked(chunk.group, units))
+        self.chunks = chunks
+        self.firsts = [(chunk.group, chunk.keys[0]) for chunk in chunks]
+        for group, key in gone:
+            self.losers.pop((group, key), None)
+            if group == _TIMERS:
+                del self.timer_shapes[key]
             else:
-                values.extend([value for _, value in timer.quantiles])
-                values.extend((timer.seconds_total, timer.count_total))
-        values.extend(map(state.gauges.__getitem__, self.kept_gauges))
-        values.extend(map(state.sets.__getitem__, self.kept_sets))
-        if self.order is not None:
-            values = array.array('d', map(values.__getitem__, self.order))
-        return values
+                self.keys[group].discard(key)
+        for group, key in new:
+            if group == _TIMERS:
+                self.timer_shapes[key] = _timer_shape(state.timers[key])
+            else:
+                self.keys[group].add(key)
+        self.contested = {name for names in self.losers.values() for name in names}
+        self.collisions = len(self.losers)
 
 
 def _label_text(labels: Mapping[str, str]) -> str:

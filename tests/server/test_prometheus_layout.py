@@ -1,0 +1,152 @@
+"""/metrics text kept across flushes: keys that come and go, collisions, merging."""
+
+from __future__ import annotations
+
+import logging
+import random
+
+import pytest
+
+from sprockets_statsd.server import prometheus
+from sprockets_statsd.server.aggregator import Aggregator
+from sprockets_statsd.server.config import AggregatorConfig
+from sprockets_statsd.server.prometheus import StatsdCollector
+from tests.server.test_prometheus import Exposed
+
+
+class Kept(Exposed):
+    """An exposed collector whose every flush is checked against
+    prometheus_client, and whose layout is watched."""
+
+    def __init__(self, **settings: object) -> None:
+        super().__init__(delete_idle_stats=True, **settings)
+        self.kept = self.made = 0
+
+    def step(self, *lines: str) -> bool:
+        """Flush `lines`; whether the kept layout served (no new plan)."""
+        self.flush('\n'.join(lines).encode())
+        before = self.collector._layout
+        assert self.collector.exposition() == self.text().encode()
+        kept = before is not None and self.collector._layout is before
+        self.kept += kept
+        self.made += not kept
+        return kept
+
+
+def test_new_and_gone_families_keep_the_layout() -> None:
+    """A key of a new family, of every kind, joins the kept text; a key
+    that was a family alone leaves it; a timer whose quantiles change is
+    made anew in place."""
+    kept = Kept(percent_thresholds=(90, 10), histograms=[('h', [1, 10])])
+    kept.step('a:1|c', 'm:1|c')
+    assert kept.step('a:1|c', 'b:1|c', 'm:1|c')
+    assert kept.step('a:1|c', 'm:1|c', 't:1|ms', 'h:3|ms', 'g:1|g', 's:x|s', 'tag:1|c|#env:x')
+    assert kept.step('a:1|c', 't:1|ms\n' * 12, 'h:4|ms', 's:y|s', 'g:2|g')
+    assert kept.step('t:1|ms', 'zz:1|c')
+    assert 'a_total' not in kept.text()
+    assert kept.step('0:1|c', 'zz:1|c')  # 0 is _0, the first family
+
+
+def test_changes_to_a_family_of_several_keys_make_a_new_plan() -> None:
+    """A tagged key joining or leaving a family, or its first key going,
+    is planned anew, and the text stays generate_latest's."""
+    kept = Kept()
+    kept.step('r:1|c', 'r:1|c|#env:a', 'q:1|c')
+    assert not kept.step('r:1|c', 'r:1|c|#env:a', 'r:1|c|#env:b', 'q:1|c')
+    assert not kept.step('r:1|c', 'r:1|c|#env:b', 'q:1|c')
+    assert not kept.step('r:1|c|#env:b', 'q:1|c')
+
+
+def test_collisions_are_tracked_as_keys_come_and_go() -> None:
+    """A key left out that goes keeps the layout; a key taking a series
+    that another key has, by name or by suffix, and a key freeing a series
+    that a key left out wants, make a new plan."""
+    kept = Kept()
+    kept.step('a.b:1|c', 'a_b:1|c', 'x:1|c')
+    assert kept.collector.collisions == 1
+    assert kept.step('a.b:1|c', 'x:1|c')
+    assert kept.collector.collisions == 0
+    assert not kept.step('a.b:1|c', 'x:1|c', 'x_total:1|g')  # a counter's series
+    assert kept.collector.collisions == 1
+    assert not kept.step('a.b:1|c', 'x_total:1|g')  # frees what the gauge wants
+    assert kept.collector.collisions == 0
+    assert 'x_total 1.0' in kept.text()
+    assert kept.step('a.b:1|c', 'x_total:1|g', 'x:1|ms')  # x_seconds: free
+    assert not kept.step('a.b:1|c', 'x:1|ms', 'x_seconds_count:2|g')  # a summary's
+    assert kept.collector.collisions == 1
+    assert not kept.step('a.b:1|c', 'x:1|g', 'x:1|s')  # a gauge and a set of one name
+
+
+def test_many_keys_across_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keys inserted into and dropped from small pieces of kept text keep
+    the order of a full plan, pieces split, emptied and started."""
+    monkeypatch.setattr(prometheus, '_CHUNK_FAMILIES', 4)
+    kept = Kept()
+    rng = random.Random(7)
+    pool = [f'{kind}{i:02d}:{i}|{kind}' for i in range(40) for kind in 'cgs']
+    held = rng.sample(pool, 30)
+    kept.step(*held)
+    for _ in range(30):
+        held = [line for line in held if rng.random() > 0.1]
+        held += rng.sample(pool, 6)
+        kept.step(*held)
+    assert kept.kept > 20
+
+
+@pytest.mark.parametrize('seed', range(6))
+def test_random_churn_matches_prometheus_client(seed: int) -> None:
+    """Flushes of random keys (colliding names, tags, every kind) give
+    generate_latest's bytes every time, whichever way the text is made."""
+    rng = random.Random(seed)
+    names = ['a.b', 'a_b', 'a-b', 'x', 'x_total', 'x_seconds', 'y.sum', 'y', 'z',
+             'z_seconds_count', '5x', 'p%q', 'w']
+    tags = ['', '|#env:prod', '|#env:dev', '|#le:1', '|#v:a%b"c']
+    kinds = ['c', 'c', 'c', 'ms', 'g', 's']
+    kept = Kept(percent_thresholds=(90, 50), histograms=[('w', [5, 50])])
+    held: list[str] = []
+    for _ in range(40):
+        held = [line for line in held if rng.random() > 0.2]
+        for _ in range(rng.randrange(4)):
+            kind = rng.choice(kinds)
+            value = rng.choice(['1', '2.5', '1234567', '3e20'])
+            held.append(f'{rng.choice(names)}:{value}|{kind}{rng.choice(tags)}')
+        kept.step(*held)
+    assert kept.kept and kept.made
+
+
+def test_add_leaves_the_merge_to_a_thread_but_bounds_what_waits() -> None:
+    """add() only queues a flush; merge() (or a scrape) adds them up in
+    order; beyond the bound, add() merges itself."""
+    aggregator = Aggregator(AggregatorConfig())
+    collector = StatsdCollector()
+    flushes = []
+    for step in range(prometheus._MAX_PENDING + 1):
+        aggregator.receive(b'n:2|c')
+        flushes.append(aggregator.flush(1_700_000_000 + step))
+    for flush in flushes[:-1]:
+        collector.add(flush)
+    assert collector._state.counters == {}
+    assert collector.generation == prometheus._MAX_PENDING
+    collector.add(flushes[-1])
+    assert collector._state.counters['n'] == 2 * len(flushes)
+    aggregator.receive(b'n:1|c')
+    collector.add(aggregator.flush(1_700_000_100))
+    assert b'n_total 11.0\n' in collector.exposition()
+
+
+def test_a_flush_that_cannot_be_merged_is_logged_and_left_out(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A broken flush costs its own values only; the next merge as usual."""
+    aggregator = Aggregator(AggregatorConfig())
+    collector = StatsdCollector()
+    aggregator.receive(b'lat:1|ms')
+    broken = aggregator.flush(1_700_000_000)
+    object.__setattr__(broken, 'timer_counters', {})
+    collector.add(broken)
+    aggregator.receive(b'lat:1|ms')
+    collector.add(aggregator.flush(1_700_000_010))
+    with caplog.at_level(logging.ERROR):
+        text = collector.exposition()
+    assert 'could not be merged' in caplog.text
+    assert b'lat_seconds_count 1.0\n' in text

@@ -8,6 +8,9 @@ request, timed from here (wall) and by the server's CPU time
 (``/proc/<pid>/stat``), with its ``VmHWM`` and ``VmRSS`` before and after;
 then, after the next flush (which makes both render again), three
 concurrent requests.  Every request must answer 200 with the same body.
+Last, twice: a few new names, a flush, and once the flush after them is
+over (the server's CPU time busy, then idle), one ``/metrics`` request: the
+first scrape after the key set changed, with the event loop's share.
 
 Run from the repository root::
 
@@ -34,6 +37,12 @@ HERE = pathlib.Path(__file__).resolve().parent
 HOST = '127.0.0.1'
 FLUSH = 3.0
 FRAMES = 15
+# /metrics after the key set changed: names added before each such scrape.
+NEW_NAMES = 5
+CHANGES = 2
+# Polls of the server's CPU time while waiting for a flush to be over.
+_POLL = 0.1
+_QUIET_POLLS = 3
 _TICK = os.sysconf('SC_CLK_TCK')
 _UDP = re.compile(r'listening on udp [^:]+:(\d+)')
 _HTTP = re.compile(r'load sink http://[^:]+:(\d+)/')
@@ -42,6 +51,42 @@ _HTTP = re.compile(r'load sink http://[^:]+:(\d+)/')
 def _cpu(pid: int) -> float:
     fields = pathlib.Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def _loop_cpu(pid: int) -> float:
+    """The CPU time of the server's main thread, which runs its event loop."""
+    return _cpu(pid) - sum(
+        _task_cpu(pid, int(task.name))
+        for task in pathlib.Path(f'/proc/{pid}/task').iterdir() if int(task.name) != pid)
+
+
+def _task_cpu(pid: int, tid: int) -> float:
+    try:
+        stat = pathlib.Path(f'/proc/{pid}/task/{tid}/stat').read_text()
+    except FileNotFoundError:
+        return 0.0  # a thread that just ended
+    fields = stat.rsplit(')', 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def _after_flush(pid: int) -> None:
+    """Wait for the server's next flush to be over: busy, then idle.
+
+    At hundreds of thousands of names a flush keeps the server busy for a
+    second or more; a request timed just after it is timed alone.
+    """
+    deadline = time.monotonic() + 3 * FLUSH
+    busy, quiet, last = False, 0, _cpu(pid)
+    while time.monotonic() < deadline:
+        time.sleep(_POLL)
+        now = _cpu(pid)
+        rate, last = (now - last) / _POLL, now
+        if rate > 0.5:
+            busy, quiet = True, 0
+        elif busy and rate < 0.15:
+            quiet += 1
+            if quiet == _QUIET_POLLS:
+                return
 
 
 def _memory(pid: int) -> dict[str, int]:
@@ -111,6 +156,23 @@ def main(argv: list[str] | None = None) -> int:
                     print(f'| {path} | {count} | {row["wall"]:.2f} | {row["cpu"]:.2f} '
                           f'| {row["bytes"] / 1e6:.1f} | {row["hwm_increase"]} '
                           f'| {row["rss_increase"]} |', flush=True)
+            print(f'\n/metrics after {NEW_NAMES} new names, requested once the flush '
+                  'that brought them is over\n')
+            print('| wall s | server CPU s | of which the event loop | VmHWM increase MiB '
+                  '| RSS increase MiB |')
+            print('|--:|--:|--:|--:|--:|')
+            for step in range(CHANGES):
+                # A few names more, so that the next flush changes the keys.
+                with socket.create_connection((HOST, udp), timeout=60) as sock:
+                    sock.sendall(''.join(f'scrape.new.s{step}n{i}:1|c\n'
+                                         for i in range(NEW_NAMES)).encode())
+                time.sleep(FLUSH)  # past the flush they arrived before
+                _after_flush(server.pid)
+                loop = _loop_cpu(server.pid)
+                row = _requests(server.pid, base + '/metrics', 1)
+                print(f'| {row["wall"]:.2f} | {row["cpu"]:.2f} '
+                      f'| {_loop_cpu(server.pid) - loop:.2f} | {row["hwm_increase"]} '
+                      f'| {row["rss_increase"]} |', flush=True)
         finally:
             server.kill()
     return 0

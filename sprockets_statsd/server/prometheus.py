@@ -18,6 +18,16 @@ A timer with histogram bins (``--histogram``) is the histogram
 ``<name>_seconds`` instead: cumulative ``_bucket{le}`` counts of the values
 at most each bound, which, unlike quantiles, add up across servers and
 over time.
+
+Rendering (:meth:`StatsdCollector.exposition`) keeps the text of every
+family but its values, in pieces (:class:`_Chunk`) formatted with one
+``%`` each.  A flush's new and gone keys are diffed against the kept keys
+in C; a key that makes a family of its own, or that was one alone, only
+adds or drops its family's text in its piece, found by bisection (the
+exposition order is that of each family's first key).  Which key a
+series goes to depends on every other key only through collisions, so
+the kept family names and the keys left out say when a change is that
+simple; any other change plans the whole flush anew.
 """
 
 from __future__ import annotations
@@ -282,7 +292,7 @@ class StatsdCollector(Collector):
 
         Does not block: merging hundreds of thousands of keys takes a
         good part of a second, so it is left to :meth:`merge` in a worker
-        thread (or to the next scrape), unless :data:`_MAX_PENDING`
+        thread (or to the next scrape), unless ``_MAX_PENDING``
         flushes are waiting already.
 
         :param snapshot: the flush, from :meth:`.Aggregator.flush`
@@ -448,7 +458,8 @@ class StatsdCollector(Collector):
             plan.family_names.append, plan.kinds.append, plan.docs.append)
         owners, sample_names = plan.family.append, plan.names.append
         sample_labels, sample_values = plan.labels.append, plan.values.append
-        new_member, member_of = plan.members.append, plan.member_of.append
+        member_of = plan.member_of.append
+        member_key, member_group = plan.member_keys.append, plan.member_groups.append
         for key in sorted(counters):
             if ';' not in key:
                 name = prometheus_name(key)
@@ -465,8 +476,9 @@ class StatsdCollector(Collector):
                     sample_names(total)
                     sample_labels(_NO_LABELS)
                     sample_values(counters[key])
-                    member_of(len(plan.members))
-                    new_member((_COUNTERS, key))
+                    member_of(len(plan.member_keys))
+                    member_key(key)
+                    member_group(_COUNTERS)
                     continue
             made = family(_COUNTERS, key)
             if made:
@@ -502,9 +514,11 @@ class _Plan:
         self.labels: list[Mapping[str, str]] = []
         self.values = array.array('d')
         self._in_order = True
-        #: ``(kind of metric, key)`` of each key exposed, in the order their
-        #: samples came, and the index of each sample's key there.
-        self.members: list[tuple[int, str]] = []
+        #: Each key exposed and its kind of metric, in the order their
+        #: samples came (no tuple each: this runs for a whole flush), and
+        #: the index of each sample's key there.
+        self.member_keys: list[str] = []
+        self.member_groups = array.array('b')
         self.member_of = array.array('q')
         #: Keys left out (their series was taken): the series they wanted.
         self.losers: dict[tuple[int, str], tuple[str, ...]] = {}
@@ -528,8 +542,9 @@ class _Plan:
         """The samples of `key` of `group`, in `family` as `name`."""
         if family != len(self.kinds) - 1:
             self._in_order = False  # an older family
-        member = len(self.members)
-        self.members.append((group, key))
+        member = len(self.member_keys)
+        self.member_keys.append(key)
+        self.member_groups.append(group)
         for (sample, tags), value in zip(_sample_names(group, timer, name, labels),
                                          _sample_values(group, key, state), strict=True):
             self.family.append(family)
@@ -672,8 +687,8 @@ class _Layout:
         self.chunks: list[_Chunk] = []
         units: list[_Unit] = []
         group = -1
-        names, labels, member_of, members = (
-            plan.names, plan.labels, plan.member_of, plan.members)
+        names, labels, member_of = plan.names, plan.labels, plan.member_of
+        member_groups, member_keys = plan.member_groups, plan.member_keys
         family_names, kinds, docs = plan.family_names, plan.kinds, plan.docs
         # One loop, inline: it runs once per sample of a whole flush.
         key, keys, text = '', [0], ''
@@ -691,7 +706,7 @@ class _Layout:
                 continue
             if text:
                 units.append(self._unit(key, keys, text, plan))
-            first, key = members[member]
+            first, key = member_groups[member], member_keys[member]
             if first != group or len(units) == _CHUNK_FAMILIES:
                 self.chunks.extend(_chunked(group, units))
                 group, units = first, []
@@ -705,9 +720,9 @@ class _Layout:
     @staticmethod
     def _unit(key: str, members: list[int], text: str, plan: _Plan) -> _Unit:
         """A family of `plan` as kept: None for one key of one sample."""
-        if len(members) == 1 and plan.members[members[0]][0] != _TIMERS:
+        if len(members) == 1 and plan.member_groups[members[0]] != _TIMERS:
             return key, None, text
-        return key, tuple(plan.members[m] for m in members), text
+        return key, tuple((plan.member_groups[m], plan.member_keys[m]) for m in members), text
 
     def render(self, state: _State) -> bytes:
         """The exposition of `state`, which has the keys of the layout."""

@@ -11,6 +11,8 @@ from sprockets_statsd.server import prometheus
 from sprockets_statsd.server.aggregator import Aggregator
 from sprockets_statsd.server.config import AggregatorConfig
 from sprockets_statsd.server.prometheus import StatsdCollector
+from tests.server.helpers import send_udp, wait_until
+from tests.server.test_http import load_server
 from tests.server.test_prometheus import Exposed
 
 
@@ -111,7 +113,8 @@ def test_random_churn_matches_prometheus_client(seed: int) -> None:
             value = rng.choice(['1', '2.5', '1234567', '3e20'])
             held.append(f'{rng.choice(names)}:{value}|{kind}{rng.choice(tags)}')
         kept.step(*held)
-    assert kept.kept and kept.made
+    assert kept.kept
+    assert kept.made
 
 
 def test_add_leaves_the_merge_to_a_thread_but_bounds_what_waits() -> None:
@@ -150,3 +153,27 @@ def test_a_flush_that_cannot_be_merged_is_logged_and_left_out(
         text = collector.exposition()
     assert 'could not be merged' in caplog.text
     assert b'lat_seconds_count 1.0\n' in text
+
+
+def test_an_empty_flush_exposes_nothing_and_keys_come_after() -> None:
+    """A layout of no families serves, and takes in the first keys."""
+    kept = Kept()
+    assert kept.collector.exposition() == b''
+    kept.step('a:1|c')
+    assert b'a_total 1.0\n' in kept.collector.exposition()
+
+
+async def test_the_load_sink_merges_flushes_in_a_thread_and_scrapes_see_all() -> None:
+    """Each flush is merged in a worker thread; one that comes while the
+    previous merge is under way waits for the next, or for a scrape."""
+    async with load_server(flush_interval=3600) as server:
+        assert server.query is not None
+        collector = server.query.collector
+        send_udp(server.udp_addresses[0], b'merged:2|c')
+        await wait_until(lambda: server.aggregator.current_counters().get('merged'))
+        generation = collector.generation
+        server.flush()
+        server.flush()  # before the loop can see the first merge done
+        assert collector.generation == generation + 2
+        assert b'merged_total 2.0\n' in await server.query.exposition()
+        assert not collector._pending

@@ -610,14 +610,18 @@ class _Chunk:
 
     __slots__ = ('group', 'keys', 'members', 'starts', 'template')
 
-    def __init__(self, group: int, units: Sequence[_Unit]) -> None:
+    def __init__(
+        self,
+        group: int,
+        keys: list[str],
+        members: list[tuple[tuple[int, str], ...] | None],
+        texts: list[str],
+    ) -> None:
         self.group = group
         #: Each family's first key, in order.
-        self.keys = [key for key, _, _ in units]
-        members = [member for _, member, _ in units]
+        self.keys = keys
         #: Each family's keys, None if all are just their first key.
         self.members = None if not any(members) else members
-        texts = [text for _, _, text in units]
         self.template = ''.join(texts)
         #: Where each family's text starts, and the end.
         self.starts = array.array('q', itertools.accumulate(map(len, texts), initial=0))
@@ -644,8 +648,12 @@ class _Chunk:
 
 
 def _chunked(group: int, units: Sequence[_Unit]) -> list[_Chunk]:
-    return [_Chunk(group, units[start:start + _CHUNK_FAMILIES])
-            for start in range(0, len(units), _CHUNK_FAMILIES)]
+    chunks = []
+    for start in range(0, len(units), _CHUNK_FAMILIES):
+        piece = units[start:start + _CHUNK_FAMILIES]
+        chunks.append(_Chunk(group, [key for key, _, _ in piece],
+                             [member for _, member, _ in piece], [text for _, _, text in piece]))
+    return chunks
 
 
 def _texts(values: Sequence[float]) -> tuple[float | str, ...]:
@@ -685,44 +693,45 @@ class _Layout:
                      _SETS: set(state.sets)}
         self.timer_shapes = {key: _timer_shape(timer) for key, timer in state.timers.items()}
         self.chunks: list[_Chunk] = []
-        units: list[_Unit] = []
-        group = -1
         names, labels, member_of = plan.names, plan.labels, plan.member_of
         member_groups, member_keys = plan.member_groups, plan.member_keys
         family_names, kinds, docs = plan.family_names, plan.kinds, plan.docs
-        # One loop, inline: it runs once per sample of a whole flush.
-        key, keys, text = '', [0], ''
-        for owner, sample in plan.order():
-            tags = labels[sample]
-            if tags:
-                line = f'{names[sample]}{_label_text(tags).replace("%", "%%")} %s\n'
-            else:
-                line = f'{names[sample]} %s\n'
-            member = member_of[sample]
-            if owner < 0:
-                text += line
-                if keys[-1] != member:
-                    keys.append(member)
+        samples = plan.samples()
+        columns = (plan.family, names, labels, member_of)
+        rows: Iterable[tuple[int, str, Mapping[str, str], int]] = zip(
+            *columns if samples is None else
+            [map(column.__getitem__, samples) for column in columns], strict=True)
+        # One loop, inline, filling the lists of one chunk at a time: it
+        # runs once per sample of a whole flush.
+        group, last, size = -1, -1, _CHUNK_FAMILIES
+        keys: list[str] = []
+        members: list[tuple[tuple[int, str], ...] | None] = []
+        texts: list[str] = []
+        family: list[int] = []  # the keys of the family at hand
+        for owner, name, tags, member in rows:
+            line = _line(name, tags)
+            if owner == last:
+                texts[-1] += line
+                if family[-1] != member:
+                    family.append(member)
                 continue
-            if text:
-                units.append(self._unit(key, keys, text, plan))
-            first, key = member_groups[member], member_keys[member]
-            if first != group or len(units) == _CHUNK_FAMILIES:
-                self.chunks.extend(_chunked(group, units))
-                group, units = first, []
-            keys = [member]
-            text = _header(family_names[owner], kinds[owner], docs[owner]) + line
-        if text:
-            units.append(self._unit(key, keys, text, plan))
-        self.chunks.extend(_chunked(group, units))
+            last = owner
+            if len(family) > 1 or group == _TIMERS:  # the family before
+                members[-1] = tuple((member_groups[m], member_keys[m]) for m in family)
+            first = member_groups[member]
+            if first != group or len(keys) == size:
+                if keys:
+                    self.chunks.append(_Chunk(group, keys, members, texts))
+                group, keys, members, texts = first, [], [], []
+            family = [member]
+            keys.append(member_keys[member])
+            members.append(None)
+            texts.append(_header(family_names[owner], kinds[owner], docs[owner]) + line)
+        if len(family) > 1 or group == _TIMERS:
+            members[-1] = tuple((member_groups[m], member_keys[m]) for m in family)
+        if keys:
+            self.chunks.append(_Chunk(group, keys, members, texts))
         self.firsts = [(chunk.group, chunk.keys[0]) for chunk in self.chunks]
-
-    @staticmethod
-    def _unit(key: str, members: list[int], text: str, plan: _Plan) -> _Unit:
-        """A family of `plan` as kept: None for one key of one sample."""
-        if len(members) == 1 and plan.member_groups[members[0]] != _TIMERS:
-            return key, None, text
-        return key, tuple((plan.member_groups[m], plan.member_keys[m]) for m in members), text
 
     def render(self, state: _State) -> bytes:
         """The exposition of `state`, which has the keys of the layout."""
@@ -818,7 +827,7 @@ class _Layout:
             elif index < len(self.chunks) and self.chunks[index].group == group:
                 chunk = self.chunks[index]
             else:  # the first family of its kind of metric
-                chunk = _Chunk(group, ())
+                chunk = _Chunk(group, [], [], [])
                 self.firsts.insert(index, (group, key))
                 self.chunks.insert(index, chunk)
             edits.setdefault(chunk, (set(), []))[1].append(

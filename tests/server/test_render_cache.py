@@ -208,22 +208,35 @@ def test_chunks_join_to_the_whole_payload(config: AggregatorConfig, size: int) -
         assert lines == reference_render(snapshot, config, stats)[:len(lines)]
 
 
-def test_values_beyond_the_memo_bound_are_still_formatted(
-    monkeypatch: pytest.MonkeyPatch,
+BOUNDED = [
+    # Values past the value memo's bound: formatted directly.
+    ('_MAX_VALUES', 3, AggregatorConfig(),
+     b'\n'.join(f'g{i}:{v!r}|g'.encode() for i, v in enumerate(VALUES))
+     + b'\nt:1|ms:2|ms:2.5|ms\nc:7|c'),
+    # One-value timers past the block memo's bound: a block made each time.
+    ('_MAX_BLOCKS', 2, AggregatorConfig(),
+     b'\n'.join(b't%d:%d|ms' % (i, i % 5) for i in range(20))),
+    # Counters past the value memo's bound, with and without count lines.
+    ('_MAX_VALUES', 2, AggregatorConfig(),
+     b'\n'.join(b'c%d:%d|c' % (i, i % 7) for i in range(30))),
+    ('_MAX_VALUES', 2, AggregatorConfig(flush_counts=False, legacy_namespace=False),
+     b'\n'.join(b'c%d:%d|c' % (i, i % 7) for i in range(30))),
+]
+
+
+@pytest.mark.parametrize(('bound', 'size', 'config', 'packet'), BOUNDED)
+def test_memos_beyond_their_bound_give_the_same_lines(
+    monkeypatch: pytest.MonkeyPatch, bound: str, size: int, config: AggregatorConfig,
+    packet: bytes,
 ) -> None:
-    """With the per-flush value memo full, further values are formatted directly."""
-    monkeypatch.setattr(graphite, '_MAX_VALUES', 3)
-    config = AggregatorConfig()
+    """With a per-flush memo full, what it would have kept is made each time,
+    and the payload is the same."""
+    monkeypatch.setattr(graphite, bound, size)
     aggregator = Aggregator(config, timer=frozen)
-    aggregator.receive(
-        b'\n'.join(f'g{i}:{v!r}|g'.encode() for i, v in enumerate(VALUES))
-        + b'\nt:1|ms:2|ms:2.5|ms\nc:7|c'
-    )
+    aggregator.receive(packet)
     snapshot = aggregator.flush(T0)
     stats = graphite.GraphiteStats()
-    assert rendered_lines(snapshot, config, stats) == reference_render(
-        snapshot, config, stats
-    )
+    assert rendered_lines(snapshot, config, stats) == reference_render(snapshot, config, stats)
 
 
 def test_the_value_memo_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -506,19 +519,6 @@ def test_one_value_timers_render_as_the_plain_way(config: AggregatorConfig, size
         assert payload.decode()[:-1].split('\n') == reference_render(snapshot, config, stats)
 
 
-def test_one_value_blocks_beyond_their_bound_are_still_made(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """With the per-flush block memo full, further values get a block each time."""
-    monkeypatch.setattr(graphite, '_MAX_BLOCKS', 2)
-    config = AggregatorConfig()
-    aggregator = Aggregator(config, timer=frozen)
-    aggregator.receive(b'\n'.join(b't%d:%d|ms' % (i, i % 5) for i in range(20)))
-    snapshot = aggregator.flush(T0)
-    stats = graphite.GraphiteStats()
-    assert rendered_lines(snapshot, config, stats) == reference_render(snapshot, config, stats)
-
-
 def test_timer_data_reads_one_value_timers_from_the_timers() -> None:
     """TimerData keeps the timers' order, computes nothing for a timer with
     one value, and tells which chunks are single values only."""
@@ -555,18 +555,3 @@ def test_timer_data_without_single_values() -> None:
     assert dict(data['a']) == {'count': 1}
     with pytest.raises(TypeError, match='computed statistics'):
         data.single(2.0, 1.0)
-
-
-@pytest.mark.parametrize('flush_counts', [True, False])
-def test_counter_blocks_beyond_their_bound_are_still_made(
-    monkeypatch: pytest.MonkeyPatch, flush_counts: bool,
-) -> None:
-    """With the per-flush memos full, each further counter's lines are made
-    for it, the same as the kept ones."""
-    monkeypatch.setattr(graphite, '_MAX_VALUES', 2)
-    config = AggregatorConfig(flush_counts=flush_counts, legacy_namespace=flush_counts)
-    aggregator = Aggregator(config, timer=frozen)
-    aggregator.receive(b'\n'.join(b'c%d:%d|c' % (i, i % 7) for i in range(30)))
-    snapshot = aggregator.flush(T0)
-    stats = graphite.GraphiteStats()
-    assert rendered_lines(snapshot, config, stats) == reference_render(snapshot, config, stats)

@@ -407,18 +407,18 @@ class TimerStatistics:
         idle: Mapping[str, float] | None = None
         computed: dict[str, Mapping[str, float]] = {}
         totals = self._totals
-        # Most timers of a big flush got one value: their statistics are
-        # that value, its square and the count, which TimerData reads
-        # from the timers themselves (nothing is built per timer) where no
-        # filter or histogram changes the list.  Only the others are
-        # computed here.
+        # Most timers of a big flush got one value, or none: their
+        # statistics are that value, its square and the count, or the idle
+        # ones, which TimerData reads from the timers themselves (nothing is
+        # built per timer) where no filter or histogram changes the list.
+        # Only the others are computed here.
         single = None if wanted or histograms else single_value_names(thresholds)
         if single is None:
             others: Iterable[str] = timers
         elif totals:
-            others = [k for k, v in timers.items() if len(v) != 1 or k in totals]
+            others = [k for k, v in timers.items() if len(v) > 1 or k in totals]
         else:
-            others = [k for k, v in timers.items() if len(v) != 1]
+            others = [k for k, v in timers.items() if len(v) > 1]
         for key in others:
             values = timers[key]
             if values:
@@ -439,7 +439,9 @@ class TimerStatistics:
                 if idle is None:
                     idle = types.MappingProxyType(idle_timer_stats(wanted))
                 computed[key] = idle
-        data = TimerData(timers, counts, computed, single, interval)
+        if idle is None:
+            idle = types.MappingProxyType(idle_timer_stats(wanted))
+        data = TimerData(timers, counts, computed, single, interval, idle)
         elapsed = js_round((self._clock() - start) * 1000)
         return data, elapsed
 
@@ -447,21 +449,22 @@ class TimerStatistics:
 class TimerData(Mapping[str, Mapping[str, float]]):
     """One flush's timer statistics, in the timers' order.
 
-    The statistics of a timer with one value (where no filter or histogram
-    applies) are read from the timer itself, as a :class:`SingleValue`;
-    the others were computed.
+    The statistics of a timer with one value or none (where no filter or
+    histogram applies) are read from the timer itself: a
+    :class:`SingleValue`, or the idle statistics.  The others were
+    computed.
 
     :param timers: the raw values of each timer, sorted
     :param counts: the rate-scaled sample count of each timer
-    :param computed: the statistics of every timer not read as a single
-        value
+    :param computed: the statistics of every timer not read from its values
     :param single: the statistics' names of a single value
         (:func:`single_value_names`), or ``None`` when every timer is
         in `computed`
     :param interval: the flush interval in seconds, for ``count_ps``
+    :param idle: the statistics of a timer without values
     """
 
-    __slots__ = ('_computed', '_counts', '_interval', '_single', '_timers')
+    __slots__ = ('_computed', '_counts', '_idle', '_interval', '_single', '_timers')
 
     def __init__(
         self,
@@ -470,18 +473,20 @@ class TimerData(Mapping[str, Mapping[str, float]]):
         computed: Mapping[str, Mapping[str, float]],
         single: tuple[str, ...] | None,
         interval: float,
+        idle: Mapping[str, float],
     ) -> None:
         self._timers = timers
         self._counts = counts
         self._computed = computed
         self._single = single
         self._interval = interval
+        self._idle = idle
 
     def __getitem__(self, key: str) -> Mapping[str, float]:
         stats = self._computed.get(key)
         if stats is not None:
             return stats
-        return self.single(self._timers[key][0], self._counts[key])
+        return self.stats_of(self._timers[key], self._counts[key])
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._timers)
@@ -493,31 +498,32 @@ class TimerData(Mapping[str, Mapping[str, float]]):
         return key in self._timers
 
     @property
-    def single_names(self) -> tuple[str, ...] | None:
-        """The statistics' names of a single value, or ``None`` if no timer
-        is read as one."""
-        return self._single
+    def reads_values(self) -> bool:
+        """Whether some timers' statistics are read from their values
+        (:meth:`simple`, :meth:`stats_of`)."""
+        return self._single is not None
 
-    def single(self, value: float, count: float) -> SingleValue:
-        """The statistics of a timer with one `value` and `count`.
+    def stats_of(self, values: Sequence[float], count: float) -> Mapping[str, float]:
+        """The statistics of a timer with no value or one, and `count`.
 
-        :raises TypeError: when no timer is read as a single value
+        :raises TypeError: when no timer is read from its values
         """
         if self._single is None:
             raise TypeError('every timer of this flush has computed statistics')
-        return SingleValue(self._single, value, count, count / self._interval)
+        if not values:
+            return self._idle
+        return SingleValue(self._single, values[0], count, count / self._interval)
 
-    def single_values(self, keys: Sequence[str]) -> list[tuple[float, float]] | None:
-        """``(value, count)`` of each of `keys`, if every one of them is read
-        as a single value; otherwise ``None``.
+    def simple(self, keys: Sequence[str]) -> list[tuple[Sequence[float], float]] | None:
+        """``(values, count)`` of each of `keys`, if every one of them is read
+        from its values (:meth:`stats_of`); otherwise ``None``.
 
         :param keys: timers of this flush
         """
         computed = self._computed
         if self._single is None or (computed and any(map(computed.__contains__, keys))):
             return None
-        first = map(operator.itemgetter(0), _each(self._timers, keys))
-        return list(zip(first, _each(self._counts, keys), strict=True))
+        return list(zip(_each(self._timers, keys), _each(self._counts, keys), strict=True))
 
 
 def _each(mapping: Mapping[str, _V], keys: Sequence[str]) -> Sequence[_V]:

@@ -35,7 +35,7 @@ __all__ = ['CHUNK_NAMES', 'GraphiteStats', 'format_js_number', 'render', 'render
 # (0, 1, counts, rates) repeat; unique ones beyond this are formatted each
 # time rather than held.
 _MAX_VALUES = 50_000
-# One-value timer blocks (a timer's lines but its name, see _Blocks) kept
+# Timer blocks (a timer's lines but its name, see _Blocks) kept
 # during one flush: about 1 KB each (fourteen lines with the default
 # threshold), so a few MB at most.  A counter's block is a tuple of texts
 # the value memo holds, so counters keep up to _MAX_VALUES of them.
@@ -262,18 +262,18 @@ class _Blocks(dict[_K, tuple[str, ...]]):
         return block
 
 
-def _single_value_block(
-    timer_data: TimerData, names: tuple[str, ...], head: str, suffix: str, values: _Values
-) -> Callable[[tuple[float, float]], tuple[str, ...]]:
-    """What makes the block of a one-value timer, from ``(value, count)``:
-    `head` (the namespace), then each statistic's name, value and the next
-    line's `head`."""
-    starts = tuple(f'.{name}{suffix}' for name in names)
-    single = timer_data.single
+def _timer_block(
+    stats_of: Callable[[Sequence[float], float], Mapping[str, float]],
+    head: str,
+    suffix: str,
+    values: _Values,
+) -> Callable[[tuple[Sequence[float], float]], tuple[str, ...]]:
+    """What makes the block of a timer read from its values, from
+    ``(values, count)``: `head` (the namespace), then each statistic's name,
+    value and the next line's `head`."""
 
-    def make(key: tuple[float, float]) -> tuple[str, ...]:
-        lines = [start + values[number] for start, number in zip(
-            starts, single(*key).values_in_order(), strict=True)]
+    def make(key: tuple[Sequence[float], float]) -> tuple[str, ...]:
+        lines = [f'.{name}{suffix}{values[number]}' for name, number in stats_of(*key).items()]
         return (head, *[line + head for line in lines[:-1]], *lines[-1:])
 
     return make
@@ -289,19 +289,18 @@ def _timer_chunks(
     timer_ns = _dotted(names.timer)
     suffix = names.suffix
     plain = not names.sanitize
-    blocks: _Blocks[tuple[float, float]] | None = None
-    single_values: Callable[[Sequence[str]], list[tuple[float, float]] | None] | None = None
-    if isinstance(timer_data, TimerData) and timer_data.single_names and plain:
-        blocks = _Blocks(_single_value_block(
-            timer_data, timer_data.single_names, timer_ns, suffix, values), _MAX_BLOCKS)
-        single_values = timer_data.single_values
+    blocks: _Blocks[tuple[Sequence[float], float]] | None = None
+    simple: Callable[[Sequence[str]], list[tuple[Sequence[float], float]] | None] | None = None
+    if isinstance(timer_data, TimerData) and timer_data.reads_values and plain:
+        blocks = _Blocks(_timer_block(timer_data.stats_of, timer_ns, suffix, values),
+                         _MAX_BLOCKS)
+        simple = timer_data.simple
     for keys in _chunked(timer_data, size):
-        singles = (single_values(keys) if single_values is not None
-                   and ';' not in ''.join(keys) else None)
-        if singles is not None and blocks is not None:
-            # The common case of a big flush, every step in C: one join
-            # per timer.
-            yield ''.join(map(str.join, keys, map(blocks.__getitem__, singles)))
+        found = simple(keys) if simple is not None and ';' not in ''.join(keys) else None
+        if found is not None and blocks is not None:
+            # The common case of a big flush (timers with one value or
+            # none), every step in C: one join per timer.
+            yield ''.join(map(str.join, keys, map(blocks.__getitem__, found)))
             continue
         out: list[str] = []
         add = out.append

@@ -519,9 +519,9 @@ def test_one_value_timers_render_as_the_plain_way(config: AggregatorConfig, size
         assert payload.decode()[:-1].split('\n') == reference_render(snapshot, config, stats)
 
 
-def test_timer_data_reads_one_value_timers_from_the_timers() -> None:
+def test_timer_data_reads_one_value_and_idle_timers_from_the_timers() -> None:
     """TimerData keeps the timers' order, computes nothing for a timer with
-    one value, and tells which chunks are single values only."""
+    one value or none, and tells which chunks are read from their values."""
     config = AggregatorConfig(flush_interval=4)
     data = _timerstats.TimerStatistics(
         {'a': (2.0,), 'b': (1.0, 3.0), 'c': (), 'd': (5.0,)},
@@ -535,23 +535,26 @@ def test_timer_data_reads_one_value_timers_from_the_timers() -> None:
     assert dict(data['a']) == saturated(_timerstats.timer_stats((2.0,), 2.0, 4, (90,), (), None))
     assert data['b']['mean'] == 2
     assert dict(data['c']) == {'count': 0, 'count_ps': 0}
-    assert data.single_names == _timerstats.single_value_names((90,))
-    assert data.single_values(['a', 'd']) == [(2.0, 2.0), (5.0, 1.0)]
-    assert data.single_values(['d']) == [(5.0, 1.0)]
-    assert data.single_values(['a', 'b']) is None
-    assert data.single_values(['c']) is None
+    assert data.reads_values
+    assert data.simple(['a', 'c', 'd']) == [((2.0,), 2.0), ((), 0.0), ((5.0,), 1.0)]
+    assert data.simple(['d']) == [((5.0,), 1.0)]
+    assert data.simple(['a', 'b']) is None
+    assert isinstance(data.stats_of((7.0,), 1.0), _timerstats.SingleValue)
+    assert data.stats_of((), 0.0) is data['c']
     with pytest.raises(KeyError):
         data['x']
 
 
 def test_timer_data_without_single_values() -> None:
-    """With a statistics filter every timer is computed: none is read as a
-    single value."""
+    """With a statistics filter every timer is computed: none is read from
+    its values."""
     config = AggregatorConfig(calculated_timer_metrics=('count',))
-    data = _timerstats.TimerStatistics({'a': (2.0,)}, {'a': 1.0}, config, frozen).data
+    data = _timerstats.TimerStatistics(
+        {'a': (2.0,), 'c': ()}, {'a': 1.0, 'c': 0.0}, config, frozen).data
     assert isinstance(data, _timerstats.TimerData)
-    assert data.single_names is None
-    assert data.single_values(['a']) is None
+    assert not data.reads_values
+    assert data.simple(['a']) is None
     assert dict(data['a']) == {'count': 1}
+    assert dict(data['c']) == {'count': 0}
     with pytest.raises(TypeError, match='computed statistics'):
-        data.single(2.0, 1.0)
+        data.stats_of((2.0,), 1.0)

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from sprockets_statsd.server import prometheus
+from sprockets_statsd.server import _promlayout, prometheus
 from sprockets_statsd.server.aggregator import Aggregator
 from sprockets_statsd.server.config import AggregatorConfig
 from sprockets_statsd.server.prometheus import StatsdCollector
@@ -82,7 +82,7 @@ def test_collisions_are_tracked_as_keys_come_and_go() -> None:
 def test_many_keys_across_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Keys inserted into and dropped from small pieces of kept text keep
     the order of a full plan, pieces split, emptied and started."""
-    monkeypatch.setattr(prometheus, '_CHUNK_FAMILIES', 4)
+    monkeypatch.setattr(_promlayout, 'CHUNK_FAMILIES', 4)
     kept = Kept()
     rng = random.Random(7)
     pool = [f'{kind}{i:02d}:{i}|{kind}' for i in range(40) for kind in 'cgs']

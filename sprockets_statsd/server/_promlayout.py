@@ -1,0 +1,330 @@
+"""The kept text of a scrape: every family of a flush but its values, in order.
+
+Strategy: the text is kept in pieces (:class:`_Chunk`) formatted with one
+``%`` each.  A flush's new and gone keys are diffed against the kept keys
+in C; a key that makes a family of its own, or that was one alone, only
+adds or drops its family's text in its piece, found by bisection (the
+exposition order is that of each family's first key).  Which key a
+series goes to depends on every other key only through collisions, so
+the kept family names and the keys left out say when a change is that
+simple; any other change plans the whole flush anew.
+"""
+
+from __future__ import annotations
+
+import array
+import bisect
+import io
+import itertools
+import math
+import operator
+import typing
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+
+from prometheus_client.utils import floatToGoString
+
+from sprockets_statsd.server._promplan import (
+    COUNTERS,
+    GAUGES,
+    NO_LABELS,
+    SETS,
+    SUFFIX_KINDS,
+    SUFFIXES,
+    TIMERS,
+    Plan,
+    State,
+    family_header,
+    family_of,
+    prometheus_labels,
+    prometheus_name,
+    sample_line,
+    sample_names,
+    sample_values,
+    timer_shape,
+)
+
+__all__ = ['CHUNK_FAMILIES', 'Layout']
+
+#: Families per piece of the kept text: a key that comes or goes copies
+#: its piece (about a MB), and a piece is formatted in one call.
+CHUNK_FAMILIES = 8192
+#: The smallest value Go (and so prometheus_client) writes with an
+#: exponent where Python's repr does not.
+_GO_EXPONENT = 1e6
+
+
+#: A family as kept: the key that comes first in it, the ``(kind, key)`` of
+#: each key in it (None for one key of one sample), its text.
+_Unit = tuple[str, 'tuple[tuple[int, str], ...] | None', str]
+
+
+class _Chunk:
+    """Consecutive families whose first keys are of one kind of metric.
+
+    Its text is every line of those families with ``%s`` for the values,
+    for one ``%`` formatting; it is replaced, never changed, so a chunk
+    may be shared by layouts.
+    """
+
+    __slots__ = ('group', 'keys', 'members', 'starts', 'template')
+
+    def __init__(
+        self,
+        group: int,
+        keys: list[str],
+        members: list[tuple[tuple[int, str], ...] | None],
+        texts: list[str],
+    ) -> None:
+        self.group = group
+        #: Each family's first key, in order.
+        self.keys = keys
+        #: Each family's keys, None if all are just their first key.
+        self.members = None if not any(members) else members
+        self.template = ''.join(texts)
+        #: Where each family's text starts, and the end.
+        self.starts = array.array('q', itertools.accumulate(map(len, texts), initial=0))
+
+    def units(self) -> Iterator[_Unit]:
+        members = self.members or itertools.repeat(None)
+        template, starts = self.template, self.starts
+        for index, (key, member) in enumerate(zip(self.keys, members, strict=False)):
+            yield key, member, template[starts[index]:starts[index + 1]]
+
+    def values(self, state: State) -> Sequence[float]:
+        """The values of the chunk's samples in `state`, in order."""
+        group, keys = self.group, self.keys
+        if self.members is None:
+            if group == COUNTERS:
+                return tuple(map(state.counters.__getitem__, keys))
+            mapping = state.gauges if group == GAUGES else state.sets
+            return tuple(map(float, map(mapping.__getitem__, keys)))
+        values: list[float] = []
+        for key, members in zip(keys, self.members, strict=True):
+            for member_group, member in members or ((group, key),):
+                values.extend(sample_values(member_group, member, state))
+        return values
+
+
+def _chunked(group: int, units: Sequence[_Unit]) -> list[_Chunk]:
+    chunks = []
+    for start in range(0, len(units), CHUNK_FAMILIES):
+        piece = units[start:start + CHUNK_FAMILIES]
+        chunks.append(_Chunk(group, [key for key, _, _ in piece],
+                             [member for _, member, _ in piece], [text for _, _, text in piece]))
+    return chunks
+
+
+def _texts(values: Sequence[float]) -> tuple[float | str, ...]:
+    """`values` for ``%s``: floatToGoString's text where it is not repr's.
+
+    Sums and compares in C first: all finite (the sum is then finite,
+    see _finite) and below :data:`_GO_EXPONENT` is the common case.
+    """
+    whole = sum(values)
+    if whole - whole == 0 and (not values or max(values) < _GO_EXPONENT):
+        return tuple(values)
+    go = typing.cast(Callable[[float], str], floatToGoString)
+    return tuple(v if -math.inf < v < _GO_EXPONENT else go(v) for v in values)
+
+
+class Layout:
+    """The text of every family of a flush but its values, in order.
+
+    Built from a plan; then, flush after flush, updated for the keys that
+    came and went, as long as they change no other key's series: a new key
+    whose family is new, a key gone that was a family alone and that no
+    key left out wanted the series of, a key left out that goes.  Any
+    other change (a key that joins or leaves a family of several, or takes
+    or frees a series another key wants) makes a new plan.  Keeps the
+    text (about the size of the exposition), the family names and the
+    keys of the flush, in proportion to ``max_names``.
+    """
+
+    def __init__(self, plan: Plan, state: State) -> None:
+        self.collisions = len(plan.losers)
+        self.losers = plan.losers
+        self.contested = {name for names in plan.losers.values() for name in names}
+        #: The kind of each family, by name.
+        self.families = dict(zip(plan.family_names, plan.kinds, strict=True))
+        #: The keys of the flush, by kind (the timers': their shapes).
+        self.keys = {COUNTERS: set(state.counters), GAUGES: set(state.gauges),
+                     SETS: set(state.sets)}
+        self.timer_shapes = {key: timer_shape(timer) for key, timer in state.timers.items()}
+        self.chunks: list[_Chunk] = []
+        names, labels, member_of = plan.names, plan.labels, plan.member_of
+        member_groups, member_keys = plan.member_groups, plan.member_keys
+        family_names, kinds, docs = plan.family_names, plan.kinds, plan.docs
+        samples = plan.samples()
+        columns = (plan.family, names, labels, member_of)
+        rows: Iterable[tuple[int, str, Mapping[str, str], int]] = zip(
+            *columns if samples is None else
+            [map(column.__getitem__, samples) for column in columns], strict=True)
+        # One loop, inline, filling the lists of one chunk at a time: it
+        # runs once per sample of a whole flush.
+        group, last, size = -1, -1, CHUNK_FAMILIES
+        keys: list[str] = []
+        members: list[tuple[tuple[int, str], ...] | None] = []
+        texts: list[str] = []
+        family: list[int] = []  # the keys of the family at hand
+        for owner, name, tags, member in rows:
+            line = sample_line(name, tags)
+            if owner == last:
+                texts[-1] += line
+                if family[-1] != member:
+                    family.append(member)
+                continue
+            last = owner
+            if len(family) > 1 or group == TIMERS:  # the family before
+                members[-1] = tuple((member_groups[m], member_keys[m]) for m in family)
+            first = member_groups[member]
+            if first != group or len(keys) == size:
+                if keys:
+                    self.chunks.append(_Chunk(group, keys, members, texts))
+                group, keys, members, texts = first, [], [], []
+            family = [member]
+            keys.append(member_keys[member])
+            members.append(None)
+            texts.append(family_header(family_names[owner], kinds[owner], docs[owner]) + line)
+        if len(family) > 1 or group == TIMERS:
+            members[-1] = tuple((member_groups[m], member_keys[m]) for m in family)
+        if keys:
+            self.chunks.append(_Chunk(group, keys, members, texts))
+        self.firsts = [(chunk.group, chunk.keys[0]) for chunk in self.chunks]
+
+    def render(self, state: State) -> bytes:
+        """The exposition of `state`, which has the keys of the layout."""
+        body = io.BytesIO()
+        for chunk in self.chunks:
+            body.write((chunk.template % _texts(chunk.values(state))).encode())
+        # The buffer's own bytes, not a copy, once nothing else refers to it.
+        return body.getvalue()
+
+    def update(self, state: State) -> bool:
+        """Take in the keys of `state`; False if that needs a new plan (the
+        layout is then spoilt)."""
+        gone: list[tuple[int, str]] = []
+        new: list[tuple[int, str]] = []
+        for group, mapping in ((COUNTERS, state.counters), (GAUGES, state.gauges),
+                               (SETS, state.sets)):
+            kept = self.keys[group]
+            gone.extend((group, key) for key in kept.difference(mapping))
+            new.extend((group, key) for key in itertools.filterfalse(kept.__contains__, mapping))
+        shapes = self.timer_shapes
+        for key, timer in state.timers.items():
+            shape = shapes.get(key)
+            if shape != timer_shape(timer):
+                new.append((TIMERS, key))
+                if shape is not None:
+                    gone.append((TIMERS, key))  # its samples changed names
+        gone.extend((TIMERS, key) for key in shapes.keys() - state.timers.keys())
+        if not gone and not new:
+            return True
+        edits = self._edits(gone, sorted(new), state)
+        if edits is None:
+            return False
+        self._apply(edits, gone, new, state)
+        return True
+
+    def _locate(self, group: int, key: str) -> tuple[_Chunk, int] | None:
+        """The chunk and place of the family `key` of `group` comes first in."""
+        index = bisect.bisect_right(self.firsts, (group, key)) - 1
+        if index < 0 or self.chunks[index].group != group:
+            return None
+        chunk = self.chunks[index]
+        place = bisect.bisect_left(chunk.keys, key)
+        if place == len(chunk.keys) or chunk.keys[place] != key:
+            return None
+        return chunk, place
+
+    def _edits(
+        self, gone: list[tuple[int, str]], new: list[tuple[int, str]], state: State
+    ) -> dict[_Chunk, tuple[set[str], list[_Unit]]] | None:
+        """What each chunk loses and gains, or None if a plan is needed.
+
+        Updates the family names as it goes; a layout it returns None for
+        is spoilt.
+        """
+        families = self.families
+
+        def taken(name: str) -> bool:
+            return name in families or any(
+                name.endswith(suffix) and families.get(name[:-len(suffix)]) in kinds
+                for suffix, kinds in SUFFIX_KINDS
+            )
+
+        edits: dict[_Chunk, tuple[set[str], list[_Unit]]] = {}
+        for group, key in gone:
+            if (group, key) in self.losers:
+                continue
+            found = self._locate(group, key)
+            if found is None:
+                return None  # one key among others in a family
+            chunk, place = found
+            if chunk.members is not None and chunk.members[place] not in (
+                    None, ((group, key),)):
+                return None  # the first of a family of several
+            name = prometheus_name(key)
+            if group == TIMERS and not name.endswith('_seconds'):
+                name += '_seconds'
+            series = {name, *(name + s for s in SUFFIXES[families.pop(name)])}
+            if series & self.contested:
+                return None  # a key left out may want it now
+            edits.setdefault(chunk, (set(), []))[0].add(key)
+        for group, key in new:
+            timer = state.timers[key] if group == TIMERS else None
+            name, kind, doc, suffixes = family_of(group, key, timer)
+            if taken(name) or any(taken(name + s) for s in suffixes):
+                return None  # a series of another key, or a family to join
+            families[name] = kind
+            labels = prometheus_labels(key) if ';' in key else NO_LABELS
+            samples = sample_names(group, timer, name, labels)
+            text = family_header(name, kind, doc) + ''.join(
+                sample_line(sample, tags) for sample, tags in samples)
+            index = bisect.bisect_right(self.firsts, (group, key))
+            if index and self.chunks[index - 1].group == group:
+                chunk = self.chunks[index - 1]
+            elif index < len(self.chunks) and self.chunks[index].group == group:
+                chunk = self.chunks[index]
+            else:  # the first family of its kind of metric
+                chunk = _Chunk(group, [], [], [])
+                self.firsts.insert(index, (group, key))
+                self.chunks.insert(index, chunk)
+            edits.setdefault(chunk, (set(), []))[1].append(
+                (key, ((group, key),) if group == TIMERS else None, text))
+        return edits
+
+    def _apply(
+        self,
+        edits: dict[_Chunk, tuple[set[str], list[_Unit]]],
+        gone: list[tuple[int, str]],
+        new: list[tuple[int, str]],
+        state: State,
+    ) -> None:
+        """Make the chunks `edits` says, and keep the keys of `state`."""
+        chunks: list[_Chunk] = []
+        for chunk in self.chunks:
+            if chunk not in edits:
+                chunks.append(chunk)
+                continue
+            removed, added = edits[chunk]
+            units = [unit for unit in chunk.units() if unit[0] not in removed]
+            units.extend(added)
+            units.sort(key=operator.itemgetter(0))  # each part sorted already
+            chunks.extend(_chunked(chunk.group, units))
+        self.chunks = chunks
+        self.firsts = [(chunk.group, chunk.keys[0]) for chunk in chunks]
+        for group, key in gone:
+            self.losers.pop((group, key), None)
+            if group == TIMERS:
+                del self.timer_shapes[key]
+            else:
+                self.keys[group].discard(key)
+        for group, key in new:
+            if group == TIMERS:
+                self.timer_shapes[key] = timer_shape(state.timers[key])
+            else:
+                self.keys[group].add(key)
+        self.contested = {name for names in self.losers.values() for name in names}
+        self.collisions = len(self.losers)
+
+

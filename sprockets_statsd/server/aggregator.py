@@ -201,6 +201,9 @@ class Aggregator:
         self._zeros = dict(self._counters)
         # The values of each timer; _NO_VALUES for one idle so far.
         self._timers: dict[str, list[float] | tuple[float, ...]] = {}
+        #: The timers that got a second value this interval: only they hold
+        #: a list, for flush() to sort and freeze.
+        self._several: list[str] = []
         self._timer_counters: dict[str, float] = {}
         self._gauges: dict[str, float] = {}
         self._gauge_ttl: dict[str, int] = {}
@@ -240,6 +243,7 @@ class Aggregator:
         ttl = self._gauge_max_ttl
         room = self._room
         kept = self._config.max_timer_values
+        several = self._several
         lines = bad = dropped = unknown = 0
         for line in packet.decode('utf-8', 'replace').split('\n'):
             if not line:
@@ -303,6 +307,7 @@ class Aggregator:
                             # A second value: the first was kept as a
                             # tuple of one, which flush() takes as it is.
                             samples = timers[key] = [samples[0]]
+                            several.append(key)
                         if len(samples) < kept:
                             samples.append(number)
                         else:
@@ -522,10 +527,12 @@ class Aggregator:
         # Only a timer with several values holds a list (see receive):
         # most timers of a big flush have one value, and cost nothing here.
         timers = self._timers
-        for key, values in timers.items():
-            if values.__class__ is list:
+        for key in self._several:
+            values = timers.get(key)
+            if values.__class__ is list:  # not deleted, nor frozen already
                 values.sort()
-                timers[key] = tuple(values)  # same keys: iteration goes on
+                timers[key] = tuple(values)
+        self._several = []
         frozen_timers = typing.cast(
             Mapping[str, tuple[float, ...]], types.MappingProxyType(timers))
         timer_counters = types.MappingProxyType(saturated(self._timer_counters))

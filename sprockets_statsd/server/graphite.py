@@ -53,6 +53,8 @@ CHUNK_NAMES = 4096
 
 _T = TypeVar('_T')
 _K = TypeVar('_K')
+# A timer read from its values: ``(values, count)`` (see TimerData.simple).
+_TimerKey = tuple[Sequence[float], float]
 
 # A key -> the key as sent with key_name_sanitize off, shared by every render
 # (it depends on nothing else).  Threads only add entries or clear it.
@@ -267,12 +269,12 @@ def _timer_block(
     head: str,
     suffix: str,
     values: _Values,
-) -> Callable[[tuple[Sequence[float], float]], tuple[str, ...]]:
+) -> Callable[[_TimerKey], tuple[str, ...]]:
     """What makes the block of a timer read from its values, from
     ``(values, count)``: `head` (the namespace), then each statistic's name,
     value and the next line's `head`."""
 
-    def make(key: tuple[Sequence[float], float]) -> tuple[str, ...]:
+    def make(key: _TimerKey) -> tuple[str, ...]:
         lines = [f'.{name}{suffix}{values[number]}' for name, number in stats_of(*key).items()]
         return (head, *[line + head for line in lines[:-1]], *lines[-1:])
 
@@ -289,8 +291,8 @@ def _timer_chunks(
     timer_ns = _dotted(names.timer)
     suffix = names.suffix
     plain = not names.sanitize
-    blocks: _Blocks[tuple[Sequence[float], float]] | None = None
-    simple: Callable[[Sequence[str]], list[tuple[Sequence[float], float]] | None] | None = None
+    blocks: _Blocks[_TimerKey] | None = None
+    simple: Callable[[Sequence[str]], Iterator[_TimerKey] | None] | None = None
     if isinstance(timer_data, TimerData) and timer_data.reads_values and plain:
         blocks = _Blocks(_timer_block(timer_data.stats_of, timer_ns, suffix, values),
                          _MAX_BLOCKS)

@@ -713,3 +713,19 @@ def test_each_flush_is_stamped_after_the_previous_one() -> None:
     t0 = round(T0)
     assert stamps == [t0, t0 + 1, t0 + 2, t0 + 10]
     assert aggregator.flush(T0 + 10).gauges['statsd.timestamp_lag'] == 0
+
+
+def test_timers_deleted_and_sent_again_in_one_interval() -> None:
+    """A timer deleted (admin console) after its second value, and one sent
+    again with two more, are flushed as what they hold at the flush."""
+    aggregator = Aggregator(AggregatorConfig())
+    aggregator.receive(b't:2|ms\nt:1|ms\nu:5|ms\nu:6|ms\nv:9|ms')
+    assert aggregator.delete('timers', 't') == ['t']
+    assert aggregator.delete('timers', 'u') == ['u']
+    aggregator.receive(b't:4|ms\nt:3|ms')
+    snapshot = aggregator.flush(T0)
+    assert dict(snapshot.timers) == {'v': (9.0,), 't': (3.0, 4.0)}
+    assert snapshot.timer_data['t']['sum'] == 7
+    # The next interval starts with every kept timer idle.
+    aggregator.receive(b'v:1|ms\nv:2|ms')
+    assert dict(aggregator.flush(T0 + 10).timers) == {'v': (1.0, 2.0), 't': ()}

@@ -40,6 +40,8 @@ _JS_NUMBER = re.compile(r'-?(?:0|[1-9]\d*)(?:\.\d+)?(?:e[+-]\d+)?$')
 # One ``key: value`` of the console's dumps (util.inspect style).
 _CONSOLE_VALUE = re.compile(r"(?:'(?:\\.|[^'\\])*'|[A-Za-z_$][\w$]*): ([^,\s]+)")
 _VOID = frozenset({'meta', 'input', 'br', 'link', 'img', 'hr'})
+# The load sink's frame length, seconds: a week, far longer than a test.
+_ONE_FRAME = 7 * 24 * 3600.0
 
 
 @dataclasses.dataclass
@@ -218,6 +220,10 @@ async def serving_everything(
         load_sinks=(('127.0.0.1', 0),),
         admin=('127.0.0.1', 0),
         flush_interval=3600,
+        # One frame for the whole test (frames are aligned to the epoch, so
+        # with a minute's frames a test that runs across a minute would see
+        # its flushes in two frames, and the overview the last one only).
+        frame_length=_ONE_FRAME,
         aggregator=aggregator,
     ) as server:
         yield Surfaces(server, carbon)

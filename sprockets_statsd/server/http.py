@@ -22,6 +22,7 @@ import tornado.httputil
 import tornado.web
 from prometheus_client import CollectorRegistry
 
+from sprockets_statsd._throttle import Throttle
 from sprockets_statsd.server._countersums import MAX_KEPT_SUMS
 from sprockets_statsd.server._loadjson import Layouts, number, render
 from sprockets_statsd.server.aggregator import Snapshot
@@ -33,7 +34,13 @@ from sprockets_statsd.server.prometheus import CONTENT_TYPE, StatsdCollector
 from sprockets_statsd.server.sinks import Sink
 from sprockets_statsd.server.status import ServerStatus
 
-__all__ = ['DEFAULT_LOAD_HOST', 'DEFAULT_LOAD_PORT', 'QueryService', 'load_report']
+__all__ = [
+    'DEFAULT_LOAD_HOST',
+    'DEFAULT_LOAD_PORT',
+    'MAX_WAITING_MERGES',
+    'QueryService',
+    'load_report',
+]
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +58,11 @@ _WRITE_CHUNK = 256 * 1024
 # Load reports (distinct N and /full) kept per flush: each may be tens of
 # MB with hundreds of thousands of keys, and a dashboard asks for one or two.
 _MAX_REPORTS = 4
+#: Flushes waiting to be merged into the frames beyond which a flush is left
+#: out of them (counted and logged): each holds a flush's mappings, tens of
+#: MB with hundreds of thousands of keys, and the merges keep up unless the
+#: machine is overloaded or flushes come every fraction of a second.
+MAX_WAITING_MERGES = 4
 
 
 def load_report(frames: FrameStore, count: int, *, full: bool = False) -> dict[str, typing.Any]:
@@ -247,6 +259,11 @@ class QueryService(ListeningSockets, Sink):
         self._asked: dict[tuple[int, bool], None] = {}
         # The latest flush being merged into the frames (or merged).
         self._merging: asyncio.Task[None] | None = None
+        self._waiting = 0
+        #: Flushes left out of the frames because MAX_WAITING_MERGES were
+        #: still waiting to be merged.
+        self.flushes_left_out = 0
+        self._throttle = Throttle(logger)
 
     async def exposition(self) -> bytes:
         """The Prometheus text of the latest flush.
@@ -342,7 +359,15 @@ class QueryService(ListeningSockets, Sink):
         # long), one merge at a time; a scrape merges what still waits.
         if self._totals is None or self._totals.done():
             self._totals = loop.run_in_executor(None, self.collector.merge)
+        if self._waiting >= MAX_WAITING_MERGES:
+            self.flushes_left_out += 1
+            self._throttle.warning(
+                'behind', 'the load sink is %d flushes behind: a flush is left out of '
+                'its frames (%d so far); flush less often (-f) or hold fewer names',
+                self._waiting, self.flushes_left_out)
+            return
         index = self.frames.current_index()
+        self._waiting += 1
         self._merging = loop.create_task(self._merge(snapshot, index, self._merging))
 
     def _merge_now(self, snapshot: Snapshot) -> None:
@@ -354,16 +379,19 @@ class QueryService(ListeningSockets, Sink):
     async def _merge(
         self, snapshot: Snapshot, index: int, previous: asyncio.Task[None] | None,
     ) -> None:
-        if previous is not None:
-            await previous  # never raises but CancelledError, which ends this too
-        frames, newest = self.frames, self.frames.newest()
-        loop = asyncio.get_running_loop()
         try:
-            frame = await loop.run_in_executor(None, frames.merged, snapshot, index, newest)
-        except Exception:
-            logger.exception('the load sink could not take in a flush')
-            return
-        frames.commit(frame)
+            if previous is not None:
+                await previous  # never raises but CancelledError, which ends this too
+            frames, newest = self.frames, self.frames.newest()
+            loop = asyncio.get_running_loop()
+            try:
+                frame = await loop.run_in_executor(None, frames.merged, snapshot, index, newest)
+            except Exception:
+                logger.exception('the load sink could not take in a flush')
+                return
+            frames.commit(frame)
+        finally:
+            self._waiting -= 1
         if newest is not None and frame.index > newest.index and self._asked:
             # A new frame: the windows asked for in the last one now have
             # other complete frames, whose sums take long; made now, in

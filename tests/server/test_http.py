@@ -18,7 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from sprockets_statsd.errors import ConfigurationError
-from sprockets_statsd.server import binding, cli
+from sprockets_statsd.server import binding, cli, http
 from sprockets_statsd.server.aggregator import Aggregator
 from sprockets_statsd.server.app import Server, ServerConfig
 from sprockets_statsd.server.config import AggregatorConfig
@@ -389,6 +389,41 @@ async def test_flushes_are_merged_in_order_off_the_event_loop(
     body = await asyncio.wait_for(answer, DEFAULT_TIMEOUT)
     assert json.loads(body)['Stat']['hits'] == 6
     assert frames.generation == 3
+    await asyncio.wait_for(sink.close(DEFAULT_TIMEOUT), DEFAULT_TIMEOUT)
+
+
+async def test_flushes_beyond_the_merges_waiting_are_left_out_and_logged(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While MAX_WAITING_MERGES flushes wait to be merged into the frames,
+    a further one is left out of them, counted and logged (once per ten
+    seconds); once the merges caught up, flushes are taken in again."""
+    frames = FrameStore(60.0, clock=lambda: 600.0)
+    sink = QueryService(frames, StatsdCollector(), ServerStatus(600.0))
+    aggregator = Aggregator(AggregatorConfig())
+    merging = threading.Event()
+    merged = frames.merged
+
+    def slow(*args: typing.Any) -> Frame:
+        merging.wait(DEFAULT_TIMEOUT)
+        return merged(*args)
+
+    monkeypatch.setattr(frames, 'merged', slow)
+    extra = 3
+    for value in range(1, http.MAX_WAITING_MERGES + extra + 1):
+        aggregator.receive(b'hits:%d|c' % value)
+        sink.submit(aggregator.flush(600.0))
+    assert sink.flushes_left_out == extra
+    assert caplog.text.count('flushes behind') == 1
+    merging.set()
+    await asyncio.wait_for(sink.settled(), DEFAULT_TIMEOUT)
+    kept = sum(range(1, http.MAX_WAITING_MERGES + 1))
+    assert frames.window(1).counters()['hits'] == kept
+    aggregator.receive(b'hits:100|c')
+    sink.submit(aggregator.flush(600.0))
+    await asyncio.wait_for(sink.settled(), DEFAULT_TIMEOUT)
+    assert frames.window(1).counters()['hits'] == kept + 100
+    assert sink.flushes_left_out == extra
     await asyncio.wait_for(sink.close(DEFAULT_TIMEOUT), DEFAULT_TIMEOUT)
 
 

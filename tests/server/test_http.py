@@ -362,14 +362,12 @@ def test_a_flush_submitted_without_an_event_loop_is_merged_at_once() -> None:
     assert b'hits_total 2.0' in sink.collector.exposition()
 
 
-async def test_flushes_are_merged_in_order_off_the_event_loop(
+def held_merges(
     monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Flushes submitted back to back are merged one after the other in a
-    worker thread; answers and close() wait for the ones under way."""
+) -> tuple[FrameStore, QueryService, Aggregator, threading.Event]:
+    """A load sink whose merges into its frames wait until the event is set."""
     frames = FrameStore(60.0, clock=lambda: 600.0)
     sink = QueryService(frames, StatsdCollector(), ServerStatus(600.0))
-    aggregator = Aggregator(AggregatorConfig())
     merging = threading.Event()
     merged = frames.merged
 
@@ -378,6 +376,15 @@ async def test_flushes_are_merged_in_order_off_the_event_loop(
         return merged(*args)
 
     monkeypatch.setattr(frames, 'merged', slow)
+    return frames, sink, Aggregator(AggregatorConfig()), merging
+
+
+async def test_flushes_are_merged_in_order_off_the_event_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Flushes submitted back to back are merged one after the other in a
+    worker thread; answers and close() wait for the ones under way."""
+    frames, sink, aggregator, merging = held_merges(monkeypatch)
     for value in (1, 2, 3):
         aggregator.receive(b'hits:%d|c' % value)
         sink.submit(aggregator.flush(600.0))
@@ -398,17 +405,7 @@ async def test_flushes_beyond_the_merges_waiting_are_left_out_and_logged(
     """While MAX_WAITING_MERGES flushes wait to be merged into the frames,
     a further one is left out of them, counted and logged (once per ten
     seconds); once the merges caught up, flushes are taken in again."""
-    frames = FrameStore(60.0, clock=lambda: 600.0)
-    sink = QueryService(frames, StatsdCollector(), ServerStatus(600.0))
-    aggregator = Aggregator(AggregatorConfig())
-    merging = threading.Event()
-    merged = frames.merged
-
-    def slow(*args: typing.Any) -> Frame:
-        merging.wait(DEFAULT_TIMEOUT)
-        return merged(*args)
-
-    monkeypatch.setattr(frames, 'merged', slow)
+    frames, sink, aggregator, merging = held_merges(monkeypatch)
     extra = 3
     for value in range(1, http.MAX_WAITING_MERGES + extra + 1):
         aggregator.receive(b'hits:%d|c' % value)

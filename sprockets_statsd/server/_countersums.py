@@ -22,6 +22,8 @@ import itertools
 import operator
 from collections.abc import Iterable, Sequence
 
+from sprockets_statsd.server._recent import Recent
+
 __all__ = ['MAX_KEPT_SUMS', 'Column', 'KeptSums', 'sum_columns']
 
 #: Sums of complete frames kept.  Each holds one float per counter (some
@@ -82,29 +84,9 @@ def _by_position(values: list[list[float]]) -> list[float]:
     return totals
 
 
-class KeptSums:
-    """The latest :data:`MAX_KEPT_SUMS` sums of complete frames.
-
-    Safe to use from threads: the sums are replaced, never changed.
-    """
+class KeptSums(Recent[tuple[FrameId, ...], Column]):
+    """The latest :data:`MAX_KEPT_SUMS` sums of complete frames, by the
+    frames summed (oldest first)."""
 
     def __init__(self) -> None:
-        self._kept: tuple[tuple[tuple[FrameId, ...], Column], ...] = ()
-
-    def get(self, frames: tuple[FrameId, ...]) -> Column | None:
-        """The sum of these frames, if kept.
-
-        :param frames: the frames, oldest first
-        """
-        for kept, column in self._kept:
-            if kept == frames:
-                return column
-        return None
-
-    def keep(self, frames: tuple[FrameId, ...], column: Column) -> None:
-        """Keep the sum of `frames`, dropping the oldest kept beyond the bound.
-
-        :param frames: the frames, oldest first
-        :param column: their sum, from :func:`sum_columns`
-        """
-        self._kept = ((frames, column), *self._kept[:MAX_KEPT_SUMS - 1])
+        super().__init__(MAX_KEPT_SUMS)

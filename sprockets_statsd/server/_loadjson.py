@@ -22,6 +22,7 @@ import operator
 from collections.abc import Sequence
 from json.encoder import encode_basestring_ascii
 
+from sprockets_statsd.server._recent import Recent
 from sprockets_statsd.server.frames import Window
 
 __all__ = ['MAX_LAYOUTS', 'Layout', 'Layouts', 'number', 'render']
@@ -60,8 +61,6 @@ class Layout:
     """
 
     def __init__(self, keys: list[str], others: list[str]) -> None:
-        self.keys = keys
-        self.others = others
         # Each name's place in the counters' totals followed by the others'
         # values; a later name wins, as in Window.stat.
         places = dict(zip(keys, range(len(keys)), strict=True))
@@ -72,17 +71,13 @@ class Layout:
         self.texts = list(map(operator.add, map(encode_basestring_ascii, names),
                               itertools.repeat(':')))
 
-    def fits(self, keys: list[str], others: list[str]) -> bool:
-        """Whether these names are the ones laid out."""
-        return self.others == others and self.keys == keys
-
 
 class Layouts:
     """The latest :data:`MAX_LAYOUTS` layouts; safe to use from threads."""
 
     def __init__(self) -> None:
-        # Replaced, never changed, so a thread reading it needs no lock.
-        self._kept: tuple[Layout, ...] = ()
+        # By the names laid out: the others first, fewer to compare.
+        self._kept: Recent[tuple[list[str], list[str]], Layout] = Recent(MAX_LAYOUTS)
 
     def get(self, keys: list[str], others: list[str]) -> Layout:
         """The layout of these names, made anew if none kept fits.
@@ -90,11 +85,10 @@ class Layouts:
         :param keys: the counters' keys
         :param others: the other names
         """
-        for layout in self._kept:
-            if layout.fits(keys, others):
-                return layout
-        layout = Layout(keys, others)
-        self._kept = (layout, *self._kept[:MAX_LAYOUTS - 1])
+        layout = self._kept.get((others, keys))
+        if layout is None:
+            layout = Layout(keys, others)
+            self._kept.keep((others, keys), layout)
         return layout
 
 

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TypeVar
 
-__all__ = ['LARGEST', 'saturate', 'saturated', 'total']
+__all__ = ['LARGEST', 'saturate', 'saturated', 'saturated_list', 'total']
 
 #: The largest finite double, where saturated values stop.
 LARGEST = sys.float_info.max
@@ -40,16 +40,31 @@ def saturate(x: float) -> float:
 def saturated(values: Mapping[_K, float]) -> Mapping[_K, float]:
     """`values` itself when all are finite, else a saturated copy.
 
-    One pass in C over the values in the common case: their sum is finite
-    only if each of them is (an overflowing sum of finite values only costs
-    the copy, which changes nothing).
-
     :param values: numbers by key
     """
-    whole = sum(values.values())
-    if whole - whole == 0:
+    if _all_finite(values.values()):
         return values
     return {key: saturate(value) for key, value in values.items()}
+
+
+def saturated_list(values: list[float]) -> list[float]:
+    """`values` itself when all are finite, else a saturated copy.
+
+    :param values: numbers
+    """
+    if _all_finite(values):
+        return values
+    return list(map(saturate, values))
+
+
+def _all_finite(values: Iterable[float]) -> bool:
+    """Whether every one of `values` is finite, in one pass in C.
+
+    Their sum is finite only if each of them is (an overflowing sum of
+    finite values only costs the caller a copy, which changes nothing).
+    """
+    whole = sum(values)
+    return whole - whole == 0
 
 
 def total(values: Sequence[float]) -> float:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 
 from sprockets_statsd.errors import ConfigurationError
 from sprockets_statsd.server._countersums import Column, KeptSums, sum_columns
-from sprockets_statsd.server._finite import saturate, saturated, total
+from sprockets_statsd.server._finite import saturate, saturated, saturated_list, total
 from sprockets_statsd.server.aggregator import Snapshot
 from sprockets_statsd.server.config import DEFAULT_FRAME_LENGTH
 
@@ -181,11 +181,7 @@ class Window:
             keys, totals = sum_columns([before, _column(self.frames[-1])])
         else:
             keys, totals = sum_columns([_column(frame) for frame in self.frames])
-        # Finite sums are kept as they are; see _finite.saturated.
-        whole = sum(totals)
-        if whole - whole != 0:
-            totals = list(map(saturate, totals))
-        return keys, totals
+        return keys, saturated_list(totals)
 
     def keep_sums(self) -> Column | None:
         """The counters summed over the frames before the newest, kept.

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from sprockets_statsd.server._finite import LARGEST, saturate, saturated, total
+from sprockets_statsd.server._finite import LARGEST, saturate, saturated, saturated_list, total
 from tests.server.helpers import send_udp
 from tests.server.outputs import serving_everything
 
@@ -29,6 +29,14 @@ def test_saturated_returns_finite_mappings_themselves() -> None:
     assert saturated(fine) is fine
     assert saturated({'a': 1.0, 'b': math.inf, 'c': -math.inf}) == {
         'a': 1.0, 'b': LARGEST, 'c': -LARGEST}
+
+
+def test_saturated_list_returns_finite_lists_themselves() -> None:
+    """The same rule for a list of values: itself when all are finite, a
+    saturated copy otherwise."""
+    fine = [1.0, -LARGEST, LARGEST]
+    assert saturated_list(fine) is fine
+    assert saturated_list([1.0, math.inf, -math.inf]) == [1.0, LARGEST, -LARGEST]
 
 
 def test_total_saturates_an_overflowing_sum() -> None:

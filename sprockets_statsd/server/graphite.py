@@ -53,6 +53,7 @@ CHUNK_NAMES = 4096
 
 _T = TypeVar('_T')
 _K = TypeVar('_K')
+_V = TypeVar('_V')
 # A timer read from its values: ``(values, count)`` (see TimerData.simple).
 _TimerKey = tuple[Sequence[float], float]
 
@@ -158,8 +159,30 @@ def _dotted(namespace: Sequence[str]) -> str:
     return ''.join(part + '.' for part in namespace)
 
 
-class _Values(dict[float, str]):
+class _Memo(dict[_K, _V]):
+    """What one flush makes of each key, kept up to a bound.
+
+    :param make: makes the value of a key
+    :param bound: values kept; beyond it, values are made each time
+    """
+
+    def __init__(self, make: Callable[[_K], _V], bound: int) -> None:
+        super().__init__()
+        self._make = make
+        self._bound = bound
+
+    def __missing__(self, key: _K) -> _V:
+        value = self._make(key)
+        if len(self) < self._bound:
+            self[key] = value
+        return value
+
+
+class _Values(_Memo[float, str]):
     """One flush's values, each as ``' <value> <timestamp>\\n'``.
+
+    Equal numbers (1 and 1.0, 0.0 and -0.0) have the same text, so they
+    may share an entry.
 
     :param end: the timestamp and newline, with the space before them
     :param head: put before each value's text (the name's end)
@@ -168,21 +191,21 @@ class _Values(dict[float, str]):
     """
 
     def __init__(self, end: str, head: str = '', tail: str = '', scale: float = 1) -> None:
-        super().__init__()
-        self._start = head + ' '
-        self._end = end + tail
-        self._scale = scale
+        start, end = head + ' ', end + tail
 
-    def __missing__(self, value: float) -> str:
-        # Equal numbers (1 and 1.0, 0.0 and -0.0) have the same text, so
-        # they may share an entry.
-        scale = self._scale
-        # A rate computed here can overflow where the count did not.
-        text = self._start + format_js_number(
-            saturate(value / scale) if scale != 1 else value) + self._end
-        if len(self) < _MAX_VALUES:
-            self[value] = text
-        return text
+        def text(value: float) -> str:
+            # A rate computed here can overflow where the count did not.
+            return start + format_js_number(
+                saturate(value / scale) if scale != 1 else value) + end
+
+        super().__init__(text, _MAX_VALUES)
+
+
+#: A name's lines but the name, by what they depend on: ``name.join(block)``
+#: is the name's lines, joined in C.  Names of a big flush mostly share a few
+#: values (whole counts, whole milliseconds), so a block is made once per
+#: value, and one join per name does the rest.
+_Blocks = _Memo[_K, tuple[str, ...]]
 
 
 def _counter_chunks(
@@ -212,10 +235,10 @@ def _counter_chunks(
     blocks: _Blocks[float]
     if flush_counts:
         plain_counts = _Values(end, count_extra + suffix)
-        blocks = _Blocks(lambda count: (rate_head, plain_rates[count], plain_counts[count]),
+        blocks = _Memo(lambda count: (rate_head, plain_rates[count], plain_counts[count]),
                          _MAX_VALUES)
     else:
-        blocks = _Blocks(lambda count: (rate_head, plain_rates[count]), _MAX_VALUES)
+        blocks = _Memo(lambda count: (rate_head, plain_rates[count]), _MAX_VALUES)
     plain = not names.sanitize
     counters = snapshot.counters
     key_chunks = _chunked(counters, size)
@@ -238,30 +261,6 @@ def _counter_chunks(
                 add(count_extra + tail)
                 add(counts[value])
         yield ''.join(out)
-
-
-class _Blocks(dict[_K, tuple[str, ...]]):
-    """One flush's lines of a name, by what they depend on, without the name.
-
-    A block holds the text between the name's places: ``name.join(block)``
-    is the name's lines, joined in C.  Names of a big flush mostly share a
-    few values (whole counts, whole milliseconds), so a block is made once
-    per value, and one join per name does the rest.
-
-    :param make: makes the block of a key
-    :param bound: blocks kept; beyond it, blocks are made each time
-    """
-
-    def __init__(self, make: Callable[[_K], tuple[str, ...]], bound: int) -> None:
-        super().__init__()
-        self._make = make
-        self._bound = bound
-
-    def __missing__(self, key: _K) -> tuple[str, ...]:
-        block = self._make(key)
-        if len(self) < self._bound:
-            self[key] = block
-        return block
 
 
 def _timer_block(
@@ -294,7 +293,7 @@ def _timer_chunks(
     blocks: _Blocks[_TimerKey] | None = None
     simple: Callable[[Sequence[str]], Iterator[_TimerKey] | None] | None = None
     if isinstance(timer_data, TimerData) and timer_data.reads_values and plain:
-        blocks = _Blocks(_timer_block(timer_data.stats_of, timer_ns, suffix, values),
+        blocks = _Memo(_timer_block(timer_data.stats_of, timer_ns, suffix, values),
                          _MAX_BLOCKS)
         simple = timer_data.simple
     for keys in _chunked(timer_data, size):

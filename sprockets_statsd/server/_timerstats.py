@@ -404,7 +404,8 @@ class TimerStatistics:
         wanted = config.calculated_timer_metrics
         counts = self._counts
         timers = self._timers
-        idle: Mapping[str, float] | None = None
+        # Idle timers all have the same read-only statistics.
+        idle = types.MappingProxyType(idle_timer_stats(wanted))
         computed: dict[str, Mapping[str, float]] = {}
         totals = self._totals
         # Most timers of a big flush got one value, or none: their
@@ -437,12 +438,7 @@ class TimerStatistics:
                 # Sums of finite values can overflow (see _finite).
                 computed[key] = types.MappingProxyType(saturated(stats))
             else:
-                # Idle timers all have the same read-only statistics.
-                if idle is None:
-                    idle = types.MappingProxyType(idle_timer_stats(wanted))
                 computed[key] = idle
-        if idle is None:
-            idle = types.MappingProxyType(idle_timer_stats(wanted))
         data = TimerData(timers, counts, computed, single, interval, idle)
         elapsed = js_round((self._clock() - start) * 1000)
         return data, elapsed

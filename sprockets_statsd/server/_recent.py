@@ -30,6 +30,10 @@ class Recent(Generic[_K, _V]):
                 return value
         return None
 
+    def items(self) -> tuple[tuple[_K, _V], ...]:
+        """Every key and value kept, the latest first."""
+        return self._kept
+
     def keep(self, key: _K, value: _V) -> None:
         """Keep `value` under `key`, dropping the oldest beyond the bound."""
         self._kept = ((key, value), *self._kept[:self._bound - 1])

@@ -150,8 +150,10 @@ def main(argv: list[str] | None = None) -> int:
             print('|---|--:|--:|--:|--:|--:|--:|')
             for path in ('/metrics', f'/{FRAMES}'):
                 for count in (1, 3):
-                    # Wait for a flush: the answer is rendered anew.
+                    # Wait for a flush to be over: the answer is rendered
+                    # anew, and timed alone if it takes less than a flush.
                     time.sleep(FLUSH)
+                    _after_flush(server.pid)
                     row = _requests(server.pid, base + path, count)
                     print(f'| {path} | {count} | {row["wall"]:.2f} | {row["cpu"]:.2f} '
                           f'| {row["bytes"] / 1e6:.1f} | {row["hwm_increase"]} '

@@ -1,14 +1,16 @@
 """The kept text of a scrape: every family of a flush but its values, in order.
 
 Strategy: the text is kept in pieces (:class:`_Chunk`) formatted with one
-``%`` each.  A flush's new and gone keys are diffed against the kept keys
+``%`` each.  It is made from a plan of the keys that need one and, in
+bulk, from the lone keys (:func:`.split_lone`: most keys, each a family of
+its own that no other key contends for).  A flush's new and gone keys are
+diffed against the kept keys
 in C; a key that makes a family of its own, or that was one alone, only
 adds or drops its family's text in its piece, found by bisection (the
 exposition order is that of each family's first key).  Which key a
 series goes to depends on every other key only through collisions, so
 the kept family names and the keys left out say when a change is that
-simple; any other change plans the whole flush anew.
-"""
+simple; any other change plans the whole flush anew."""
 
 from __future__ import annotations
 
@@ -35,11 +37,14 @@ from sprockets_statsd.server._promplan import (
     State,
     family_header,
     family_of,
+    lone_texts,
+    make_plan,
     prometheus_labels,
     prometheus_name,
     sample_line,
     sample_names,
     sample_values,
+    split_lone,
     timer_shape,
 )
 
@@ -105,13 +110,87 @@ class _Chunk:
         return values
 
 
-def _chunked(group: int, units: Sequence[_Unit]) -> list[_Chunk]:
-    chunks = []
-    for start in range(0, len(units), CHUNK_FAMILIES):
-        piece = units[start:start + CHUNK_FAMILIES]
-        chunks.append(_Chunk(group, [key for key, _, _ in piece],
-                             [member for _, member, _ in piece], [text for _, _, text in piece]))
+def _chunked(
+    group: int, units: Sequence[_Unit], keys: Sequence[str] = (), names: Sequence[str] = ()
+) -> list[_Chunk]:
+    """The families of `group` in chunks of :data:`CHUNK_FAMILIES`, in order:
+    `units`, and those of the lone `keys`, named `names` (see
+    :func:`.split_lone`), each sorted by first key.  The lone families'
+    text is made a slice at a time."""
+    chunks: list[_Chunk] = []
+    firsts: list[str] = []
+    members: list[tuple[tuple[int, str], ...] | None] = []
+    texts: list[str] = []
+
+    def close() -> None:
+        nonlocal firsts, members, texts
+        chunks.append(_Chunk(group, firsts, members, texts))
+        firsts, members, texts = [], [], []
+
+    start = 0
+    for unit in [*units, None]:
+        end = len(keys) if unit is None else bisect.bisect_left(keys, unit[0], start)
+        while start < end:
+            stop = min(end, start + CHUNK_FAMILIES - len(firsts))
+            firsts += keys[start:stop]
+            members += itertools.repeat(None, stop - start)
+            texts += lone_texts(group, names[start:stop])
+            start = stop
+            if len(firsts) == CHUNK_FAMILIES:
+                close()
+        if unit is not None:
+            firsts.append(unit[0])
+            members.append(unit[1])
+            texts.append(unit[2])
+            if len(firsts) == CHUNK_FAMILIES:
+                close()
+    if firsts:
+        close()
     return chunks
+
+
+def _planned(plan: Plan) -> dict[int, list[_Unit]]:
+    """The families of `plan` as units, by the kind of their first key."""
+    planned: dict[int, list[_Unit]] = {COUNTERS: [], TIMERS: [], GAUGES: [], SETS: []}
+    names, labels, member_of = plan.names, plan.labels, plan.member_of
+    member_groups, member_keys = plan.member_groups, plan.member_keys
+    family_names, kinds, docs = plan.family_names, plan.kinds, plan.docs
+    samples = plan.samples()
+    columns = (plan.family, names, labels, member_of)
+    rows: Iterable[tuple[int, str, Mapping[str, str], int]] = zip(
+        *columns if samples is None else
+        [map(column.__getitem__, samples) for column in columns], strict=True)
+    last = -1
+    family: list[int] = []  # the keys of the family at hand
+    texts: list[str] = []   # and its lines
+    for owner, name, tags, member in rows:
+        line = sample_line(name, tags)
+        if owner == last:
+            texts.append(line)
+            if family[-1] != member:
+                family.append(member)
+            continue
+        if family:
+            _add_unit(planned, family, texts, member_groups, member_keys)
+        last, family = owner, [member]
+        texts = [family_header(family_names[owner], kinds[owner], docs[owner]), line]
+    if family:
+        _add_unit(planned, family, texts, member_groups, member_keys)
+    return planned
+
+
+def _add_unit(
+    planned: dict[int, list[_Unit]],
+    family: list[int],
+    texts: list[str],
+    groups: Sequence[int],
+    keys: Sequence[str],
+) -> None:
+    """File a family of `planned` under the kind of its first key."""
+    group = groups[family[0]]
+    members = (tuple((groups[m], keys[m]) for m in family)
+               if len(family) > 1 or group == TIMERS else None)
+    planned[group].append((keys[family[0]], members, ''.join(texts)))
 
 
 def _texts(values: Sequence[float]) -> tuple[float | str, ...]:
@@ -140,55 +219,25 @@ class Layout:
     keys of the flush, in proportion to ``max_names``.
     """
 
-    def __init__(self, plan: Plan, state: State) -> None:
+    def __init__(self, state: State) -> None:
+        lone = split_lone(state)
+        plan = make_plan(state, lone.others)
         self.collisions = len(plan.losers)
         self.losers = plan.losers
         self.contested = {name for names in plan.losers.values() for name in names}
         #: The kind of each family, by name.
-        self.families = dict(zip(plan.family_names, plan.kinds, strict=True))
+        self.families = lone.kinds
+        self.families.update(zip(plan.family_names, plan.kinds, strict=True))
         #: The keys of the flush, by kind (the timers': their shapes).
         self.keys = {COUNTERS: set(state.counters), GAUGES: set(state.gauges),
                      SETS: set(state.sets)}
         self.timer_shapes = {key: timer_shape(timer) for key, timer in state.timers.items()}
-        self.chunks: list[_Chunk] = []
-        names, labels, member_of = plan.names, plan.labels, plan.member_of
-        member_groups, member_keys = plan.member_groups, plan.member_keys
-        family_names, kinds, docs = plan.family_names, plan.kinds, plan.docs
-        samples = plan.samples()
-        columns = (plan.family, names, labels, member_of)
-        rows: Iterable[tuple[int, str, Mapping[str, str], int]] = zip(
-            *columns if samples is None else
-            [map(column.__getitem__, samples) for column in columns], strict=True)
-        # One loop, inline, filling the lists of one chunk at a time: it
-        # runs once per sample of a whole flush.
-        group, last, size = -1, -1, CHUNK_FAMILIES
-        keys: list[str] = []
-        members: list[tuple[tuple[int, str], ...] | None] = []
-        texts: list[str] = []
-        family: list[int] = []  # the keys of the family at hand
-        for owner, name, tags, member in rows:
-            line = sample_line(name, tags)
-            if owner == last:
-                texts[-1] += line
-                if family[-1] != member:
-                    family.append(member)
-                continue
-            last = owner
-            if len(family) > 1 or group == TIMERS:  # the family before
-                members[-1] = tuple((member_groups[m], member_keys[m]) for m in family)
-            first = member_groups[member]
-            if first != group or len(keys) == size:
-                if keys:
-                    self.chunks.append(_Chunk(group, keys, members, texts))
-                group, keys, members, texts = first, [], [], []
-            family = [member]
-            keys.append(member_keys[member])
-            members.append(None)
-            texts.append(family_header(family_names[owner], kinds[owner], docs[owner]) + line)
-        if len(family) > 1 or group == TIMERS:
-            members[-1] = tuple((member_groups[m], member_keys[m]) for m in family)
-        if keys:
-            self.chunks.append(_Chunk(group, keys, members, texts))
+        planned = _planned(plan)
+        self.chunks = [
+            chunk
+            for group in (COUNTERS, TIMERS, GAUGES, SETS)
+            for chunk in _chunked(group, planned[group], lone.keys[group], lone.names[group])
+        ]
         self.firsts = [(chunk.group, chunk.keys[0]) for chunk in self.chunks]
 
     def render(self, state: State) -> bytes:

@@ -9,6 +9,10 @@ one flush in sorted order.
 from __future__ import annotations
 
 import array
+import bisect
+import collections
+import itertools
+import operator
 import re
 import types
 import typing
@@ -22,17 +26,21 @@ __all__ = [
     'SUFFIXES',
     'SUFFIX_KINDS',
     'TIMERS',
+    'Lone',
     'Plan',
     'State',
     'Timer',
     'family_header',
     'family_of',
+    'lone_texts',
     'make_plan',
     'prometheus_labels',
     'prometheus_name',
+    'prometheus_names',
     'sample_line',
     'sample_names',
     'sample_values',
+    'split_lone',
     'timer_shape',
 ]
 
@@ -47,6 +55,9 @@ _INVALID = re.compile(r'[^A-Za-z0-9_]')
 _ASCII_CLEAN = bytes(
     c if c < 128 and not _INVALID.fullmatch(chr(c)) else ord('_') for c in range(256)
 )
+# The same again, keeping the line feeds that separate names cleaned at once
+# (no key has one: the protocol ends a line there).
+_ASCII_CLEAN_LINES = bytes(c if c == ord('\n') else _ASCII_CLEAN[c] for c in range(256))
 NO_LABELS: Mapping[str, str] = types.MappingProxyType({})
 # Label names Prometheus gives a meaning of its own; a tag of that name is
 # renamed the way Prometheus renames clashing target labels.
@@ -70,6 +81,23 @@ def prometheus_name(key: str) -> str:
     :param key: the statsd key as aggregated
     """
     return _clean(key.partition(';')[0])
+
+
+def prometheus_names(keys: Sequence[str]) -> list[str]:
+    """:func:`prometheus_name` of each of `keys`, sorted keys without tags.
+
+    Cleaned in one pass over their text; in sorted order, the keys that
+    start with a digit, whose names get a leading ``_``, are one run.
+    """
+    text = '\n'.join(keys)
+    if not keys or not text.isascii() or text.count('\n') != len(keys) - 1:
+        return list(map(prometheus_name, keys))
+    names = text.encode().translate(_ASCII_CLEAN_LINES).decode().split('\n')
+    start, end = bisect.bisect_left(keys, '0'), bisect.bisect_left(keys, ':')
+    names[start:end] = ['_' + name for name in names[start:end]]
+    if not keys[0]:
+        names[0] = '_'
+    return names
 
 
 def prometheus_labels(key: str) -> dict[str, str]:
@@ -189,12 +217,112 @@ def sample_values(group: int, key: str, state: State) -> list[float]:
     return [*(value for _, value in timer.quantiles), timer.seconds_total, timer.count_total]
 
 
-def make_plan(state: State) -> Plan:
+class Lone(typing.NamedTuple):
+    """The keys of a flush that are families alone, and the others.
+
+    A key is lone when it has no tags, is a counter, a gauge or a set (one
+    sample each), and no other key's series has the name of any of its
+    own: whatever the other keys, it is a family of its own, and it takes
+    no series any other key wants.  Most keys are, and they need no plan.
+    By kind of metric, in sorted order: :attr:`keys` and their family
+    :attr:`names`, and the :attr:`others`, to plan; and the Prometheus
+    type of each lone family, by name (:attr:`kinds`).
+    """
+
+    keys: dict[int, list[str]]
+    names: dict[int, list[str]]
+    others: dict[int, list[str]]
+    kinds: dict[str, str]
+
+
+#: The kinds of metric a lone key may be of, and the type of its family.
+_LONE_KINDS = ((COUNTERS, 'counter'), (GAUGES, 'gauge'), (SETS, 'gauge'))
+
+
+def split_lone(state: State) -> Lone:
+    """The lone keys of `state` (see :class:`Lone`), found in bulk."""
+    mappings = ((COUNTERS, state.counters), (TIMERS, state.timers),
+                (GAUGES, state.gauges), (SETS, state.sets))
+    lone = Lone({}, {}, {}, {})
+    wanted: set[str] = set()  # every series of the keys planned
+    for group, mapping in mappings:
+        ordered = sorted(mapping)
+        if group == TIMERS:
+            keys, others = [], ordered
+        elif ';' in ''.join(ordered):
+            keys = [key for key in ordered if ';' not in key]
+            others = [key for key in ordered if ';' in key]
+        else:
+            keys, others = ordered, []
+        lone.keys[group], lone.names[group] = keys, prometheus_names(keys)
+        lone.others[group] = others
+        for key in others:
+            name, _, _, suffixes = family_of(
+                group, key, state.timers[key] if group == TIMERS else None)
+            wanted.add(name)
+            wanted.update([name + suffix for suffix in suffixes])
+    _lone_kinds(lone)
+    # A counter's other series is its name with _total: only a name that
+    # ends so can be it.
+    if (len(lone.kinds) == sum(len(lone.names[group]) for group, _ in _LONE_KINDS)
+            and lone.kinds.keys().isdisjoint(wanted)
+            and '_total\n' not in '\n'.join([*lone.kinds, *wanted, ''])):
+        return lone
+    # The names wanted twice, and each counter's and the name its _total is.
+    every = [*lone.names[COUNTERS], *lone.names[GAUGES], *lone.names[SETS]]
+    crowded = collections.Counter(every)
+    crowded.update(wanted)
+    counted = {name for name, times in crowded.items() if times > 1}
+    counter_names = set(lone.names[COUNTERS])
+    for name in itertools.chain(lone.kinds, wanted):
+        if name.endswith('_total') and name[:-6] in counter_names:
+            counted.update((name, name[:-6]))
+    for group, _ in _LONE_KINDS:
+        keys, names = lone.keys[group], lone.names[group]
+        kept = [name not in counted for name in names]
+        lone.others[group] = sorted(
+            [*lone.others[group], *itertools.compress(keys, map(operator.not_, kept))])
+        lone.keys[group] = list(itertools.compress(keys, kept))
+        lone.names[group] = list(itertools.compress(names, kept))
+    _lone_kinds(lone)
+    return lone
+
+
+def _lone_kinds(lone: Lone) -> None:
+    """Fill in the type of each lone family, by name."""
+    lone.kinds.clear()
+    for group, kind in _LONE_KINDS:
+        lone.kinds.update(dict.fromkeys(lone.names[group], kind))
+
+
+def lone_texts(group: int, names: Sequence[str]) -> list[str]:
+    """The text of the family of each lone key of `group` named `names`,
+    with ``%s`` for its value: what :func:`family_header` and
+    :func:`sample_line` make, in bulk."""
+    if group == COUNTERS:
+        shown: Sequence[str] = list(map(operator.add, names, itertools.repeat('_total')))
+        kind, doc = 'counter', _COUNTER_DOC
+    else:
+        shown, kind, doc = names, 'gauge', _GAUGE_DOC if group == GAUGES else _SET_DOC
+    return list(map(''.join, zip(
+        itertools.repeat('# HELP '), shown, itertools.repeat(f' {doc}\n# TYPE '), shown,
+        itertools.repeat(f' {kind}\n'), shown, itertools.repeat(' %s\n'))))
+
+
+def make_plan(state: State, keys: Mapping[int, Sequence[str]] | None = None) -> Plan:
     """The families and samples of `state`.
 
     Keys in sorted order within each kind; a key whose series another
     key already took is left out (listed in :attr:`Plan.losers`).
+
+    :param keys: the keys to plan, by kind of metric, sorted (by default
+        all): leaving out lone keys (:func:`split_lone`) changes nothing
+        for the others
     """
+    if keys is None:
+        keys = {group: sorted(mapping) for group, mapping in (
+            (COUNTERS, state.counters), (TIMERS, state.timers),
+            (GAUGES, state.gauges), (SETS, state.sets))}
     plan = Plan()
     families: dict[str, int] = {}
     taken: set[str] = set()
@@ -236,7 +364,7 @@ def make_plan(state: State) -> Plan:
     sample_labels, sample_values = plan.labels.append, plan.values.append
     member_of = plan.member_of.append
     member_key, member_group = plan.member_keys.append, plan.member_groups.append
-    for key in sorted(counters):
+    for key in keys[COUNTERS]:
         if ';' not in key:
             name = prometheus_name(key)
             total = name + '_total'
@@ -259,13 +387,13 @@ def make_plan(state: State) -> Plan:
         made = family(COUNTERS, key)
         if made:
             add(made[0], COUNTERS, key, made[1], made[2], None, state)
-    for key in sorted(state.timers):
+    for key in keys[TIMERS]:
         timer = state.timers[key]
         made = family(TIMERS, key, timer)
         if made:
             add(made[0], TIMERS, key, made[1], made[2], timer, state)
-    for group, mapping in ((GAUGES, state.gauges), (SETS, state.sets)):
-        for key in sorted(mapping):
+    for group in (GAUGES, SETS):
+        for key in keys[group]:
             made = family(group, key)
             if made:
                 add(made[0], group, key, made[1], made[2], None, state)

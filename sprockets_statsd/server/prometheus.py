@@ -246,15 +246,19 @@ class StatsdCollector(Collector):
             layout = self._layout
             if layout is None or not layout.update(state):
                 self._layout = None  # not kept while its successor is built
-                layout = self._layout = Layout(self._plan(state), state)
+                layout = self._layout = Layout(state)
+                self._count_collisions(layout.collisions)
             self.collisions = layout.collisions
             return layout.render(state)
 
     def _plan(self, state: State) -> Plan:
         """The families and samples of `state`; counts the keys left out."""
         plan = make_plan(state)
-        self.collisions = len(plan.losers)
-        if plan.losers:
-            logger.debug('%d statsd keys share a Prometheus series; left out',
-                         len(plan.losers))
+        self._count_collisions(len(plan.losers))
         return plan
+
+    def _count_collisions(self, collisions: int) -> None:
+        """Count, and log, the keys left out of a new plan."""
+        self.collisions = collisions
+        if collisions:
+            logger.debug('%d statsd keys share a Prometheus series; left out', collisions)

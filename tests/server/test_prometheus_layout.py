@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from sprockets_statsd.server import _promlayout, prometheus
+from sprockets_statsd.server import _promlayout, _promplan, prometheus
 from sprockets_statsd.server.aggregator import Aggregator
 from sprockets_statsd.server.config import AggregatorConfig
 from sprockets_statsd.server.prometheus import StatsdCollector
@@ -177,3 +177,72 @@ async def test_the_load_sink_merges_flushes_in_a_thread_and_scrapes_see_all() ->
         assert collector.generation == generation + 2
         assert b'merged_total 2.0\n' in await server.query.exposition()
         assert not collector._pending
+
+
+def test_names_in_bulk_are_each_keys_name() -> None:
+    """prometheus_names cleans sorted keys at once as prometheus_name does
+    one by one: digits first, empty keys, ASCII and other text."""
+    rng = random.Random(3)
+    alphabet = 'ab9_.-%:/ \u00f6'
+    for _ in range(200):
+        keys = sorted({''.join(rng.choice(alphabet) for _ in range(rng.randrange(4)))
+                       for _ in range(rng.randrange(1, 12))})
+        if rng.random() < 0.1:
+            keys.append('line\nfeed')  # none arrives so, but the rule holds
+        assert _promplan.prometheus_names(keys) == [
+            _promplan.prometheus_name(key) for key in keys]
+    assert _promplan.prometheus_names([]) == []
+
+
+@pytest.mark.parametrize('group', [_promplan.COUNTERS, _promplan.GAUGES, _promplan.SETS])
+def test_lone_texts_are_the_family_text(group: int) -> None:
+    """A lone family's text made in bulk is its header and sample line."""
+    names = ['a', 'b_c', '_5x']
+    _, kind, doc, _ = _promplan.family_of(group, 'x', None)
+    expected = [
+        _promplan.family_header(n, kind, doc) + _promplan.sample_line(sample, {})
+        for n in names
+        for sample, _ in _promplan.sample_names(group, None, n, {})
+    ]
+    assert _promplan.lone_texts(group, names) == expected
+
+
+def test_split_lone_leaves_every_shared_series_to_the_plan() -> None:
+    """Keys whose series another key wants, by name, by _total or through
+    a tagged family, are planned; the others are lone."""
+    state = _promplan.State(
+        counters={'a': 1.0, 'b': 1.0, 'c': 1.0, 'd.x': 1.0, 'd_x': 1.0, 'r;env=1': 1.0,
+                  'r': 1.0, 'q': 1.0},
+        timers={'t': _promplan.Timer(1.0, 1.0)},
+        gauges={'b_total': 1.0, 't_seconds_sum': 1.0, 'g': 1.0, 'q': 1.0},
+        sets={'g': 1, 's': 1},
+    )
+    lone = _promplan.split_lone(state)
+    assert lone.keys == {_promplan.COUNTERS: ['a', 'c'], _promplan.GAUGES: [],
+                         _promplan.SETS: ['s'], _promplan.TIMERS: []}
+    assert lone.others == {
+        _promplan.COUNTERS: ['b', 'd.x', 'd_x', 'q', 'r', 'r;env=1'],
+        _promplan.TIMERS: ['t'],
+        _promplan.GAUGES: ['b_total', 'g', 'q', 't_seconds_sum'],
+        _promplan.SETS: ['g'],
+    }
+    assert lone.kinds == {'a': 'counter', 'c': 'counter', 's': 'gauge'}
+
+
+@pytest.mark.parametrize('seed', range(4))
+def test_lone_and_planned_families_interleave_across_chunks(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many lone keys and a few planned ones (tagged, colliding), in small
+    pieces of text: every new layout gives generate_latest's bytes."""
+    monkeypatch.setattr(_promlayout, 'CHUNK_FAMILIES', 3)
+    rng = random.Random(seed)
+    kept = Kept()
+    for _ in range(8):
+        lines = [f'k{rng.randrange(60)}:{rng.randrange(9)}|{rng.choice("cgs")}'
+                 for _ in range(40)]
+        lines += [rng.choice(['k1:1|c|#env:a', 'k1.x:1|c', 'k1_x:2|c', 'k2_total:1|g',
+                              'k3:1|ms', 'k3_seconds:1|g', 'k4:1|c|#le:2'])
+                  for _ in range(rng.randrange(4))]
+        kept.collector._layout = None  # a layout made anew
+        kept.step(*lines)

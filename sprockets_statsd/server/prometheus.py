@@ -118,6 +118,8 @@ class StatsdCollector(Collector):
         self._merging = threading.Lock()
         self._rendering = threading.Lock()
         self._layout: Layout | None = None
+        #: The state whose keys the layout has.
+        self._layout_state: State | None = None
         #: Flushes taken in: a scrape's output changes only when it does.
         self.generation = 0
         #: Keys left out of the latest scrape because their Prometheus
@@ -142,10 +144,19 @@ class StatsdCollector(Collector):
     def merge(self) -> State:
         """Merge the flushes taken in so far; the state they give.
 
-        Blocks for up to a second or more with hundreds of thousands of
-        keys: call it in a thread.  A flush that cannot be merged is
-        logged and left out.
+        Once a scrape has laid out the text (see :meth:`exposition`), also
+        brings it to the keys of that state, so that the next scrape only
+        writes the values.  Blocks for up to a second or more with
+        hundreds of thousands of keys: call it in a thread.  A flush that
+        cannot be merged is logged and left out.
         """
+        state = self._merge_pending()
+        if self._layout is not None:
+            with self._rendering:
+                self._laid_out(self._state, build=False)
+        return state
+
+    def _merge_pending(self) -> State:
         with self._merging:
             while self._pending:
                 snapshot = self._pending.popleft()
@@ -242,14 +253,26 @@ class StatsdCollector(Collector):
         call it in a thread; calls take turns.
         """
         with self._rendering:
-            state = self.merge()  # one flush's state, whatever happens meanwhile
-            layout = self._layout
-            if layout is None or not layout.update(state):
-                self._layout = None  # not kept while its successor is built
-                layout = self._layout = Layout(state)
-                self._count_collisions(layout.collisions)
-            self.collisions = layout.collisions
+            state = self._merge_pending()  # one flush's state, whatever happens meanwhile
+            layout = self._laid_out(state, build=True)
+            assert layout is not None
             return layout.render(state)
+
+    def _laid_out(self, state: State, *, build: bool) -> Layout | None:
+        """The kept layout, brought to the keys of `state`; made anew if
+        it cannot be, or if there is none and `build`.  Hold ``_rendering``."""
+        layout = self._layout
+        if layout is not None and self._layout_state is state:
+            return layout
+        if layout is None or not layout.update(state):
+            self._layout = None  # not kept while its successor is built
+            if layout is None and not build:
+                return None
+            layout = self._layout = Layout(state)
+            self._count_collisions(layout.collisions)
+        self._layout_state = state
+        self.collisions = layout.collisions
+        return layout
 
     def _plan(self, state: State) -> Plan:
         """The families and samples of `state`; counts the keys left out."""

@@ -246,3 +246,25 @@ def test_lone_and_planned_families_interleave_across_chunks(
                   for _ in range(rng.randrange(4))]
         kept.collector._layout = None  # a layout made anew
         kept.step(*lines)
+
+
+def test_merge_keeps_a_laid_out_text_current() -> None:
+    """Before any scrape, a merge lays nothing out; once a scrape has, each
+    merge brings the text to the new keys (or plans it anew), so that a
+    scrape only writes the values."""
+    kept = Kept()
+    kept.flush(b'a:1|c\nb:1|g')
+    kept.collector.merge()
+    assert kept.collector._layout is None
+    assert kept.collector.exposition() == kept.text().encode()
+    layout = kept.collector._layout
+    kept.flush(b'a:1|c\nc:1|s')  # a new family: the same layout, updated
+    state = kept.collector.merge()
+    assert kept.collector._layout is layout
+    assert kept.collector._layout_state is state
+    kept.flush(b'a:1|c\na_total:1|g')  # a collision: planned anew
+    state = kept.collector.merge()
+    assert kept.collector._layout is not layout
+    assert kept.collector._layout_state is state
+    assert kept.collector.collisions == 1
+    assert kept.collector.exposition() == kept.text().encode()

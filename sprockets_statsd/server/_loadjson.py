@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from json.encoder import encode_basestring_ascii
 
 from sprockets_statsd.server._recent import Recent
-from sprockets_statsd.server.frames import Window
+from sprockets_statsd.server._window import Window
 
 __all__ = ['MAX_LAYOUTS', 'Layout', 'Layouts', 'number', 'render']
 

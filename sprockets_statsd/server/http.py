@@ -25,10 +25,11 @@ from prometheus_client import CollectorRegistry
 from sprockets_statsd._throttle import Throttle
 from sprockets_statsd.server._countersums import MAX_KEPT_SUMS
 from sprockets_statsd.server._loadjson import Layouts, number, render
+from sprockets_statsd.server._window import Window
 from sprockets_statsd.server.aggregator import Snapshot
 from sprockets_statsd.server.binding import ListeningSockets, format_address
 from sprockets_statsd.server.config import DEFAULT_LOAD_HOST, DEFAULT_LOAD_PORT
-from sprockets_statsd.server.frames import FrameStore, Window
+from sprockets_statsd.server.frames import FrameStore
 from sprockets_statsd.server.overview import DEFAULT_REFRESH, MAX_ROWS, matches, render_overview
 from sprockets_statsd.server.prometheus import CONTENT_TYPE, StatsdCollector
 from sprockets_statsd.server.sinks import Sink

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sprockets_statsd.server._finite import LARGEST, saturated
-from sprockets_statsd.server._loadjson import MAX_LAYOUTS, Layouts, render
+from sprockets_statsd.server._loadjson import MAX_LAYOUTS, Layout, Layouts, render
 from sprockets_statsd.server.frames import Frame, Window
 from sprockets_statsd.server.http import _report
 from tests.server.test_countersums import key_by_key
@@ -153,3 +153,82 @@ def test_any_frames_give_the_bytes_of_json_dumps(
     layouts = Layouts()
     assert render(window, 1, layouts) == reference(window, 1)
     assert render(window, 1, layouts) == reference(window, 1)
+
+
+def same_layout(made: Layout, keys: list[str], others: list[str]) -> bool:
+    """Names, places and texts as laying every name out anew gives them."""
+    fresh = Layout(keys, others)
+    return (made.names, made.places, made.texts) == (fresh.names, fresh.places, fresh.texts)
+
+
+def test_keys_appended_are_inserted_into_the_kept_layout() -> None:
+    """New counters (appended to the keys) are inserted where they sort;
+    one named like another name already shown keeps that name's value."""
+    keys, others = [f'k{i:03d}' for i in range(0, 200, 2)], ['stats.gauges.g', 'k051']
+    base = Layout(keys, others)
+    grown = [*keys, 'k051', 'a', 'k999', 'k101']
+    made = Layout.changed(base, keys, others, grown, others)
+    assert same_layout(made, grown, others)
+    assert made.names[:2] == ['a', 'k000']
+    assert made.texts[0] == '"a":'
+    assert made.names.count('k051') == 1
+
+
+def test_names_that_leave_are_taken_out_of_the_kept_layout() -> None:
+    """Keys and other names that leave are taken out; the places of the
+    rest follow the keys that remain."""
+    keys, others = [f'k{i:03d}' for i in range(100)], ['stats.gauges.g', 'stats.sets.s.count']
+    base = Layout(keys, others)
+    fewer = [key for key in keys if key not in {'k000', 'k050', 'k099'}]
+    assert same_layout(Layout.changed(base, keys, others, fewer, others), fewer, others)
+    assert same_layout(Layout.changed(base, keys, others, keys, others[:1]), keys, others[:1])
+
+
+def test_names_that_come_and_go_at_once_are_laid_out_as_anew() -> None:
+    """Keys gone and keys new, other names changed, a key that becomes
+    another name's and many new names (laid out anew): the same layout."""
+    keys, others = [f'k{i:03d}' for i in range(100)], ['stats.gauges.g']
+    base = Layout(keys, others)
+    changes = [
+        ([*keys[1:], 'new'], others),
+        (keys, ['stats.gauges.h', 'stats.gauges.g']),
+        ([*keys[:10], *keys[11:], 'a'], ['k005', 'stats.gauges.g']),
+        (keys, []),
+        ([f'n{i}' for i in range(300)], others),
+        ([*keys, *(f'n{i}' for i in range(300))], others),
+    ]
+    for new_keys, new_others in changes:
+        made = Layout.changed(base, keys, others, new_keys, new_others)
+        assert same_layout(made, new_keys, new_others)
+
+
+_NAMES = st.sampled_from([f'n{i}' for i in range(12)] + ['stats.gauges.n1', 'a', 'z'])
+
+
+@given(st.lists(_NAMES, unique=True), st.lists(_NAMES, unique=True), st.lists(_NAMES, unique=True),
+       st.lists(_NAMES, unique=True), st.integers(0, 12), st.booleans())
+def test_a_changed_layout_is_the_layout_of_its_names(
+    keys: list[str], others: list[str], appended: list[str], new_others: list[str],
+    kept: int, same_others: bool,
+) -> None:
+    """Whatever names leave, come or move between keys and other names, the
+    layout made from a kept one is the one laid out anew."""
+    new_keys = keys[:kept] + [name for name in appended if name not in keys[:kept]]
+    if same_others:
+        new_others = others
+    base = Layout(keys, others)
+    assert same_layout(Layout.changed(base, keys, others, new_keys, new_others),
+                       new_keys, new_others)
+
+
+def test_reports_of_changing_names_are_the_bytes_of_json_dumps() -> None:
+    """Reports one after the other, names appended, gone and changing kind,
+    each made from the layout before: the bytes of json.dumps."""
+    layouts = Layouts()
+    counters = [{f'c{i}': float(i) for i in range(50)}]
+    counters.append({**counters[0], 'b': 0.5, 'zz': 2.0})
+    counters.append({key: value for key, value in counters[1].items() if key != 'c7'})
+    counters.append({**counters[2], 'stats.gauges.c3': 1.0})
+    for i, values in enumerate(counters):
+        window = Window((frame(i, values, gauges={'c3': 5.0} if i % 2 else {}),))
+        assert render(window, 0, layouts) == reference(window, 0)

@@ -8,11 +8,15 @@ flush (``FrameStore.merged``, in a worker thread in the server) and of
 taking it in (``FrameStore.commit``, on the event loop), then for
 ``/15``, ``/1`` and ``/5/full`` the CPU time of the JSON answer and the
 peak of memory traced
-by ``tracemalloc`` during one answer.  Each path is answered three times:
+by ``tracemalloc`` during one answer.  Each path is answered four times:
 first (its names laid out, the sums of its complete frames made), after a
-flush into the same frame (what most answers cost), and after the first
-flush of a new frame, once the sums of the complete frames are made again
-(which the load sink does in its thread for the windows asked for).
+flush into the same frame (what most answers cost), after a flush that
+brought 1,000 new names (inserted into the names laid out), and after the
+first flush of a new frame, once the sums of the complete frames are made
+again (which the load sink does in its thread for the windows asked for).
+Also printed: the CPU time the load sink's thread spends at each new frame
+to keep ``/15`` ready whether asked for or not (its complete frames'
+sum rolled on, its names laid out), and a first ``/15`` answer then.
 
 Run from the repository root::
 
@@ -26,10 +30,11 @@ import sys
 import time
 import tracemalloc
 
-from sprockets_statsd.server._loadjson import Layouts, render
+from sprockets_statsd.server._countersums import KeptSums
+from sprockets_statsd.server._loadjson import Layouts, prepare, render
 from sprockets_statsd.server.aggregator import Aggregator
 from sprockets_statsd.server.config import AggregatorConfig
-from sprockets_statsd.server.frames import FrameStore
+from sprockets_statsd.server.frames import FrameStore, Window
 
 __all__ = ['main']
 
@@ -59,11 +64,22 @@ def main(argv: list[str] | None = None) -> int:
         store.commit(frame)
         return merged - started, time.process_time() - merged
 
-    merges = []
+    # What the load sink's thread keeps ready for /15 (kept apart from
+    # what the answers below make, which start from nothing).
+    ready_sums, ready_layouts = KeptSums(), Layouts()
+
+    def ready() -> Window:
+        return Window(store.window(FRAMES).frames, ready_sums)
+
+    merges, readied = [], []
     for index in range(FRAMES):
         for packet in packets if index == 0 else packets[index % 3::3]:
             aggregator.receive(packet)
         merges.append(flush())
+        if index:  # a new frame, as the load sink's thread does
+            started = time.process_time()
+            prepare(ready(), ready_layouts)
+            readied.append(time.process_time() - started)
         now[0] += FRAME_LENGTH
     now[0] -= FRAME_LENGTH / 2  # within the last frame
     print(f'{args.names:,} counters x {FRAMES} frames')
@@ -71,6 +87,11 @@ def main(argv: list[str] | None = None) -> int:
           + ' '.join(f'{thread:.3f}' for thread, _ in merges))
     print('flush committed, CPU ms on the event loop: '
           + ' '.join(f'{loop * 1000:.2f}' for _, loop in merges))
+    started = time.process_time()
+    render(ready(), int(store.frame_start(store.current_index())), ready_layouts)
+    print('/15 kept ready at each new frame, CPU s in the worker thread: '
+          + ' '.join(f'{cpu:.2f}' for cpu in readied)
+          + f'; first answer then {time.process_time() - started:.2f}')
     layouts = Layouts()
 
     def answer(path: str, count: int, full: bool) -> tuple[float, bytes]:
@@ -85,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
         aggregator.receive(packets[0])
         flush()
         steady, _ = answer(path, count, full)
+        aggregator.receive('\n'.join(
+            f'bench.new{path}.n{i:04d}:1|c' for i in range(1000)).encode())
+        flush()
+        grown, _ = answer(path, count, full)
         tracemalloc.start()
         base = tracemalloc.get_traced_memory()[0]
         answer(path, count, full)
@@ -98,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         store.window(count, full=full).keep_sums()
         kept = time.process_time() - started
         rolled, _ = answer(path, count, full)
-        print(f'{path}: CPU s {first:.2f} first, {steady:.2f} after a flush; in a new '
+        print(f'{path}: CPU s {first:.2f} first, {steady:.2f} after a flush, {grown:.2f} '
+              f'after one with 1,000 new names; in a new '
               f'frame {added:.2f} to merge its first flush, {kept:.2f} to sum the '
               f'complete frames, {rolled:.2f} to answer; traced peak '
               f'{peak / 2**20:.0f} MiB; body {len(body) / 1e6:.1f} MB')

@@ -33,7 +33,7 @@ from json.encoder import encode_basestring_ascii
 from sprockets_statsd.server._recent import Recent
 from sprockets_statsd.server._window import Window
 
-__all__ = ['MAX_LAYOUTS', 'Layout', 'Layouts', 'number', 'render']
+__all__ = ['MAX_LAYOUTS', 'Layout', 'Layouts', 'number', 'prepare', 'render']
 
 #: Layouts kept.  Each holds the text of every name (about 40 MB for 500k
 #: names); windows of different length usually show the same names, and a
@@ -218,6 +218,20 @@ class Layouts:
                 layout = Layout(keys, others)
             self._kept.keep((others, keys), layout)
         return layout
+
+
+def prepare(window: Window, layouts: Layouts) -> None:
+    """Make and keep what the answers for `window` share; for a worker thread.
+
+    The sum of its complete frames (see :meth:`.Window.keep_sums`) and the
+    layout of its names, so that a first answer later in the same frame
+    only adds the newest frame and writes the values.
+
+    :param window: the frames to report
+    :param layouts: where the layout is kept
+    """
+    keys, _ = window.counter_totals()
+    layouts.get(keys, list(window.other_stat()))
 
 
 def render(window: Window, last_frame_time: int, layouts: Layouts) -> bytes:

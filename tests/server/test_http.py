@@ -464,6 +464,34 @@ async def test_a_new_frame_sums_the_complete_frames_of_the_windows_asked_for(
     assert json.loads(await sink.load(1))['Stat']['hits'] == 1
 
 
+async def test_a_new_frame_keeps_the_default_window_ready_unasked() -> None:
+    """At each new frame the sum of /15's complete frames is made (rolled
+    on from the last frame's) and its names laid out, though nobody asked;
+    the first answer then adds only the newest frame and is the same as
+    load_report's."""
+    now = [6_000.0]
+    frames = FrameStore(60.0, clock=lambda: now[0])
+    sink = QueryService(frames, StatsdCollector(), ServerStatus(600.0))
+    aggregator = Aggregator(AggregatorConfig())
+    for value in range(1, 6):
+        now[0] += 60
+        aggregator.receive(b'hits:%d|c\nmore.%d:1|c\nlatency:%d|ms' % (value, value, value))
+        sink.submit(aggregator.flush(now[0]))
+        await asyncio.wait_for(sink.settled(), DEFAULT_TIMEOUT)
+        complete = tuple((f.index, f.flushes) for f in frames.frames()[:-1])
+        if len(complete) >= 2:
+            assert frames.sums.get(complete) is not None
+    window = frames.window(15)
+    keys, _ = window.counter_totals()
+    names = (list(window.other_stat()), keys)
+    kept = sink._layouts._kept.get(names)  # laid out already, not by get()
+    assert kept is not None
+    body = await sink.load(15)
+    assert json.loads(body) == http.load_report(frames, 15)
+    assert sink._layouts._kept.get(names) is kept
+    await asyncio.wait_for(sink.close(DEFAULT_TIMEOUT), DEFAULT_TIMEOUT)
+
+
 def test_bind_tcp_shares_one_free_port_across_families(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -209,17 +209,20 @@ def _texts(values: Sequence[float]) -> tuple[float | str, ...]:
 class Layout:
     """The text of every family of a flush but its values, in order.
 
-    Built from a plan; then, flush after flush, updated for the keys that
-    came and went, as long as they change no other key's series: a new key
-    whose family is new, a key gone that was a family alone and that no
-    key left out wanted the series of, a key left out that goes.  Any
-    other change (a key that joins or leaves a family of several, or takes
-    or frees a series another key wants) makes a new plan.  Keeps the
-    text (about the size of the exposition), the family names and the
-    keys of the flush, in proportion to ``max_names``.
+    Made from the lone keys of a flush and a plan of the others; then,
+    flush after flush, updated for the keys that came and went, as long
+    as they change no other key's series: a new key whose family is new,
+    a key gone that was a family alone and that no key left out wanted the
+    series of, a key left out that goes.  Any other change (a key that
+    joins or leaves a family of several, or takes or frees a series
+    another key wants) makes a new plan.  Keeps the text (about the size
+    of the exposition) and the family names, in proportion to
+    ``max_names``, and the state it was last made or updated for
+    (:attr:`state`), whose keys it has.
     """
 
     def __init__(self, state: State) -> None:
+        self.state = state
         lone = split_lone(state)
         plan = make_plan(state, lone.others)
         self.collisions = len(plan.losers)
@@ -228,10 +231,6 @@ class Layout:
         #: The kind of each family, by name.
         self.families = lone.kinds
         self.families.update(zip(plan.family_names, plan.kinds, strict=True))
-        #: The keys of the flush, by kind (the timers': their shapes).
-        self.keys = {COUNTERS: set(state.counters), GAUGES: set(state.gauges),
-                     SETS: set(state.sets)}
-        self.timer_shapes = {key: timer_shape(timer) for key, timer in state.timers.items()}
         planned = _planned(plan)
         self.chunks = [
             chunk
@@ -251,27 +250,32 @@ class Layout:
     def update(self, state: State) -> bool:
         """Take in the keys of `state`; False if that needs a new plan (the
         layout is then spoilt)."""
+        old, self.state = self.state, state
+        if old is state:
+            return True
         gone: list[tuple[int, str]] = []
         new: list[tuple[int, str]] = []
-        for group, mapping in ((COUNTERS, state.counters), (GAUGES, state.gauges),
-                               (SETS, state.sets)):
-            kept = self.keys[group]
-            gone.extend((group, key) for key in kept.difference(mapping))
-            new.extend((group, key) for key in itertools.filterfalse(kept.__contains__, mapping))
-        shapes = self.timer_shapes
+        for group, before, after in ((COUNTERS, old.counters, state.counters),
+                                     (GAUGES, old.gauges, state.gauges),
+                                     (SETS, old.sets, state.sets)):
+            gone.extend((group, key) for key in itertools.filterfalse(after.__contains__, before))
+            new.extend((group, key) for key in itertools.filterfalse(before.__contains__, after))
+        held = old.timers
         for key, timer in state.timers.items():
-            shape = shapes.get(key)
-            if shape != timer_shape(timer):
+            was = held.get(key)
+            if was is None:
                 new.append((TIMERS, key))
-                if shape is not None:
-                    gone.append((TIMERS, key))  # its samples changed names
-        gone.extend((TIMERS, key) for key in shapes.keys() - state.timers.keys())
+            elif timer_shape(was) != timer_shape(timer):
+                new.append((TIMERS, key))
+                gone.append((TIMERS, key))  # its samples changed names
+        gone.extend((TIMERS, key)
+                    for key in itertools.filterfalse(state.timers.__contains__, held))
         if not gone and not new:
             return True
         edits = self._edits(gone, sorted(new), state)
         if edits is None:
             return False
-        self._apply(edits, gone, new, state)
+        self._apply(edits, gone)
         return True
 
     def _locate(self, group: int, key: str) -> tuple[_Chunk, int] | None:
@@ -346,10 +350,8 @@ class Layout:
         self,
         edits: dict[_Chunk, tuple[set[str], list[_Unit]]],
         gone: list[tuple[int, str]],
-        new: list[tuple[int, str]],
-        state: State,
     ) -> None:
-        """Make the chunks `edits` says, and keep the keys of `state`."""
+        """Make the chunks `edits` says; forget the keys left out that went."""
         chunks: list[_Chunk] = []
         for chunk in self.chunks:
             if chunk not in edits:
@@ -362,18 +364,7 @@ class Layout:
             chunks.extend(_chunked(chunk.group, units))
         self.chunks = chunks
         self.firsts = [(chunk.group, chunk.keys[0]) for chunk in chunks]
-        for group, key in gone:
-            self.losers.pop((group, key), None)
-            if group == TIMERS:
-                del self.timer_shapes[key]
-            else:
-                self.keys[group].discard(key)
-        for group, key in new:
-            if group == TIMERS:
-                self.timer_shapes[key] = timer_shape(state.timers[key])
-            else:
-                self.keys[group].add(key)
+        for key in gone:
+            self.losers.pop(key, None)
         self.contested = {name for names in self.losers.values() for name in names}
         self.collisions = len(self.losers)
-
-

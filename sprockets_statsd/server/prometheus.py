@@ -118,8 +118,6 @@ class StatsdCollector(Collector):
         self._merging = threading.Lock()
         self._rendering = threading.Lock()
         self._layout: Layout | None = None
-        #: The state whose keys the layout has.
-        self._layout_state: State | None = None
         #: Flushes taken in: a scrape's output changes only when it does.
         self.generation = 0
         #: Keys left out of the latest scrape because their Prometheus
@@ -262,15 +260,12 @@ class StatsdCollector(Collector):
         """The kept layout, brought to the keys of `state`; made anew if
         it cannot be, or if there is none and `build`.  Hold ``_rendering``."""
         layout = self._layout
-        if layout is not None and self._layout_state is state:
-            return layout
         if layout is None or not layout.update(state):
             self._layout = None  # not kept while its successor is built
             if layout is None and not build:
                 return None
             layout = self._layout = Layout(state)
             self._count_collisions(layout.collisions)
-        self._layout_state = state
         self.collisions = layout.collisions
         return layout
 

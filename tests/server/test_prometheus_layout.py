@@ -261,10 +261,10 @@ def test_merge_keeps_a_laid_out_text_current() -> None:
     kept.flush(b'a:1|c\nc:1|s')  # a new family: the same layout, updated
     state = kept.collector.merge()
     assert kept.collector._layout is layout
-    assert kept.collector._layout_state is state
+    assert kept.collector._layout.state is state
     kept.flush(b'a:1|c\na_total:1|g')  # a collision: planned anew
     state = kept.collector.merge()
     assert kept.collector._layout is not layout
-    assert kept.collector._layout_state is state
+    assert kept.collector._layout.state is state
     assert kept.collector.collisions == 1
     assert kept.collector.exposition() == kept.text().encode()

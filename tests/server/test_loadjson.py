@@ -158,7 +158,8 @@ def test_any_frames_give_the_bytes_of_json_dumps(
 def same_layout(made: Layout, keys: list[str], others: list[str]) -> bool:
     """Names, places and texts as laying every name out anew gives them."""
     fresh = Layout(keys, others)
-    return (made.names, made.places, made.texts) == (fresh.names, fresh.places, fresh.texts)
+    return (made.names, made.places, made.texts, made.shadowed) == (
+        fresh.names, fresh.places, fresh.texts, fresh.shadowed)
 
 
 def test_keys_appended_are_inserted_into_the_kept_layout() -> None:
@@ -196,6 +197,8 @@ def test_names_that_come_and_go_at_once_are_laid_out_as_anew() -> None:
         (keys, []),
         ([f'n{i}' for i in range(300)], others),
         ([*keys, *(f'n{i}' for i in range(300))], others),
+        (keys[:10], others),
+        (keys, [f'stats.gauges.n{i}' for i in range(200)]),
     ]
     for new_keys, new_others in changes:
         made = Layout.changed(base, keys, others, new_keys, new_others)
@@ -205,20 +208,37 @@ def test_names_that_come_and_go_at_once_are_laid_out_as_anew() -> None:
 _NAMES = st.sampled_from([f'n{i}' for i in range(12)] + ['stats.gauges.n1', 'a', 'z'])
 
 
-@given(st.lists(_NAMES, unique=True), st.lists(_NAMES, unique=True), st.lists(_NAMES, unique=True),
-       st.lists(_NAMES, unique=True), st.integers(0, 12), st.booleans())
+@given(st.lists(_NAMES, unique=True), st.lists(_NAMES, unique=True), st.data())
 def test_a_changed_layout_is_the_layout_of_its_names(
-    keys: list[str], others: list[str], appended: list[str], new_others: list[str],
-    kept: int, same_others: bool,
+    keys: list[str], others: list[str], data: st.DataObject,
 ) -> None:
-    """Whatever names leave, come or move between keys and other names, the
-    layout made from a kept one is the one laid out anew."""
-    new_keys = keys[:kept] + [name for name in appended if name not in keys[:kept]]
-    if same_others:
-        new_others = others
+    """Whatever keys leave (in order), come (appended, some of them keys
+    that left), move between keys and other names, and whatever other
+    names change, the layout made from a kept one is the one laid out
+    anew; so too for keys in another order."""
+    kept = [key for key in keys if data.draw(st.booleans())]
+    appended = data.draw(st.lists(_NAMES.filter(lambda name: name not in kept), unique=True))
+    new_keys = kept + appended
+    if data.draw(st.booleans()):
+        new_keys = data.draw(st.permutations(new_keys))
+    new_others = data.draw(st.one_of(st.just(others), st.lists(_NAMES, unique=True)))
     base = Layout(keys, others)
     assert same_layout(Layout.changed(base, keys, others, new_keys, new_others),
                        new_keys, new_others)
+
+
+def test_many_keys_gone_in_a_large_layout_are_moved_in_place() -> None:
+    """Keys gone here and there among thousands, a key become another name
+    and back: the places of the keys after them move down, as laying the
+    names out anew gives them."""
+    keys = [f'k{i:05d}' for i in range(5000)]
+    others = ['k00007', 'stats.gauges.g']
+    base = Layout(keys, others)
+    gone = set(keys[::97]) | {keys[0], keys[-1]}
+    new_keys = [key for key in keys if key not in gone] + [keys[0], 'new']
+    for new_others in (others, ['stats.gauges.g'], ['k00097', 'k04999', 'x']):
+        made = Layout.changed(base, keys, others, new_keys, new_others)
+        assert same_layout(made, new_keys, new_others)
 
 
 def test_reports_of_changing_names_are_the_bytes_of_json_dumps() -> None:

@@ -37,6 +37,7 @@ from sprockets_statsd.server._promplan import (
     State,
     family_header,
     family_of,
+    lone_kinds,
     lone_texts,
     make_plan,
     prometheus_labels,
@@ -229,8 +230,10 @@ class Layout:
         self.losers = plan.losers
         self.contested = {name for names in plan.losers.values() for name in names}
         #: The kind of each family, by name.
-        self.families = lone.kinds
-        self.families.update(zip(plan.family_names, plan.kinds, strict=True))
+        # The kind of each family by name (see families), made once needed.
+        self._families: dict[str, str] | None = None
+        self._lone_names = lone.names
+        self._planned = dict(zip(plan.family_names, plan.kinds, strict=True))
         planned = _planned(plan)
         self.chunks = [
             chunk
@@ -238,6 +241,16 @@ class Layout:
             for chunk in _chunked(group, planned[group], lone.keys[group], lone.names[group])
         ]
         self.firsts = [(chunk.group, chunk.keys[0]) for chunk in self.chunks]
+
+    @property
+    def families(self) -> dict[str, str]:
+        """The type of each family, by name: made when keys first come or
+        go, in the merge thread, rather than by the first scrape."""
+        if self._families is None:
+            self._families = lone_kinds(self._lone_names)
+            self._families.update(self._planned)
+            self._lone_names, self._planned = {}, {}
+        return self._families
 
     def render(self, state: State) -> bytes:
         """The exposition of `state`, which has the keys of the layout."""

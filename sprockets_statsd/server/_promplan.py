@@ -32,6 +32,7 @@ __all__ = [
     'Timer',
     'family_header',
     'family_of',
+    'lone_kinds',
     'lone_texts',
     'make_plan',
     'prometheus_labels',
@@ -225,14 +226,12 @@ class Lone(typing.NamedTuple):
     own: whatever the other keys, it is a family of its own, and it takes
     no series any other key wants.  Most keys are, and they need no plan.
     By kind of metric, in sorted order: :attr:`keys` and their family
-    :attr:`names`, and the :attr:`others`, to plan; and the Prometheus
-    type of each lone family, by name (:attr:`kinds`).
+    :attr:`names`, and the :attr:`others`, to plan.
     """
 
     keys: dict[int, list[str]]
     names: dict[int, list[str]]
     others: dict[int, list[str]]
-    kinds: dict[str, str]
 
 
 #: The kinds of metric a lone key may be of, and the type of its family.
@@ -243,7 +242,7 @@ def split_lone(state: State) -> Lone:
     """The lone keys of `state` (see :class:`Lone`), found in bulk."""
     mappings = ((COUNTERS, state.counters), (TIMERS, state.timers),
                 (GAUGES, state.gauges), (SETS, state.sets))
-    lone = Lone({}, {}, {}, {})
+    lone = Lone({}, {}, {})
     wanted: set[str] = set()  # every series of the keys planned
     for group, mapping in mappings:
         ordered = sorted(mapping)
@@ -261,20 +260,21 @@ def split_lone(state: State) -> Lone:
                 group, key, state.timers[key] if group == TIMERS else None)
             wanted.add(name)
             wanted.update([name + suffix for suffix in suffixes])
-    _lone_kinds(lone)
-    # A counter's other series is its name with _total: only a name that
-    # ends so can be it.
-    if (len(lone.kinds) == sum(len(lone.names[group]) for group, _ in _LONE_KINDS)
-            and lone.kinds.keys().isdisjoint(wanted)
-            and '_total\n' not in '\n'.join([*lone.kinds, *wanted, ''])):
+    every = [*lone.names[COUNTERS], *lone.names[GAUGES], *lone.names[SETS]]
+    # Names twice, found in sorted order (the names of sorted keys nearly
+    # are, so this costs less than a set of them); and a counter's other
+    # series is its name with _total: only a name that ends so can be it.
+    ordered = sorted(every)
+    if (not any(map(operator.eq, ordered, itertools.islice(ordered, 1, None)))
+            and wanted.isdisjoint(every)
+            and '_total\n' not in '\n'.join([*every, *wanted, ''])):
         return lone
     # The names wanted twice, and each counter's and the name its _total is.
-    every = [*lone.names[COUNTERS], *lone.names[GAUGES], *lone.names[SETS]]
     crowded = collections.Counter(every)
     crowded.update(wanted)
     counted = {name for name, times in crowded.items() if times > 1}
     counter_names = set(lone.names[COUNTERS])
-    for name in itertools.chain(lone.kinds, wanted):
+    for name in itertools.chain(every, wanted):
         if name.endswith('_total') and name[:-6] in counter_names:
             counted.update((name, name[:-6]))
     for group, _ in _LONE_KINDS:
@@ -284,15 +284,15 @@ def split_lone(state: State) -> Lone:
             [*lone.others[group], *itertools.compress(keys, map(operator.not_, kept))])
         lone.keys[group] = list(itertools.compress(keys, kept))
         lone.names[group] = list(itertools.compress(names, kept))
-    _lone_kinds(lone)
     return lone
 
 
-def _lone_kinds(lone: Lone) -> None:
-    """Fill in the type of each lone family, by name."""
-    lone.kinds.clear()
+def lone_kinds(names: Mapping[int, Sequence[str]]) -> dict[str, str]:
+    """The type of each lone family, by name, from the lone :attr:`~Lone.names`."""
+    kinds: dict[str, str] = {}
     for group, kind in _LONE_KINDS:
-        lone.kinds.update(dict.fromkeys(lone.names[group], kind))
+        kinds.update(dict.fromkeys(names.get(group, ()), kind))
+    return kinds
 
 
 def lone_texts(group: int, names: Sequence[str]) -> list[str]:

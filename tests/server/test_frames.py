@@ -66,6 +66,25 @@ def test_counters_are_summed_over_the_last_n_frames() -> None:
     assert store.window(3, full=True).counters()['hits'] == 13
 
 
+def test_a_frame_is_judged_exact_once_when_the_next_begins() -> None:
+    """When a flush starts a new frame, whether the frame before holds
+    exact counts (see _countersums.exact) is learnt and remembered by its
+    index and flushes; the frame still taking flushes is not judged."""
+    feed = Feed()
+    feed.flush(b'hits:1|c')
+    feed.flush(b'rate:1|c|@0.3')
+    complete = feed.store.newest()
+    assert complete is not None
+    feed.later(60)
+    feed.flush(b'rate:1|c|@0.3')
+    current = feed.store.newest()
+    assert current is not None
+    sums = feed.store.sums
+    # Remembered from the frame's own values, not the ones given here.
+    assert not sums.is_exact((complete.index, complete.flushes), [1.0])
+    assert sums.is_exact((current.index, current.flushes), [1.0])
+
+
 def test_sample_rates_scale_counters() -> None:
     """Counters are summed as flushed: already scaled by the sample rate."""
     feed = Feed()

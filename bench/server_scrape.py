@@ -3,7 +3,8 @@
 Strategy: a fresh server (``python -m sprockets_statsd.server``) with the
 load sink on loopback (``--http 127.0.0.1:0``, frames as long as its flush
 interval) gets `--names` counter names over TCP and runs until all
-fifteen frames hold every name.  Then, for ``/metrics`` and ``/15``: one
+fifteen frames hold every name.  Then, for ``/metrics`` and ``/15``, once
+a flush is over (the server's CPU time busy, then idle): one
 request, timed from here (wall) and by the server's CPU time
 (``/proc/<pid>/stat``), with its ``VmHWM`` and ``VmRSS`` before and after;
 then, after the next flush (which makes both render again), three
@@ -12,9 +13,13 @@ Last, twice: a few new names, a flush, and once the flush after them is
 over (the server's CPU time busy, then idle), one ``/metrics`` request: the
 first scrape after the key set changed, with the event loop's share.
 
-Run from the repository root::
+With flushes every 3 s (the default) every flush begins a frame and its
+work may fall inside a request; ``--flush 10`` (the server's default
+interval) leaves a request of a few seconds alone.  Run from the
+repository root::
 
     .venv/bin/python bench/server_scrape.py --names 500000
+    .venv/bin/python bench/server_scrape.py --names 500000 --flush 10
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ __all__ = ['main']
 
 HERE = pathlib.Path(__file__).resolve().parent
 HOST = '127.0.0.1'
+#: Seconds between flushes, and per frame, unless --flush says otherwise.
 FLUSH = 3.0
 FRAMES = 15
 # /metrics after the key set changed: names added before each such scrape.
@@ -69,13 +75,13 @@ def _task_cpu(pid: int, tid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
-def _after_flush(pid: int) -> None:
+def _after_flush(pid: int, flush: float) -> None:
     """Wait for the server's next flush to be over: busy, then idle.
 
     At hundreds of thousands of names a flush keeps the server busy for a
     second or more; a request timed just after it is timed alone.
     """
-    deadline = time.monotonic() + 3 * FLUSH
+    deadline = time.monotonic() + 3 * flush
     busy, quiet, last = False, 0, _cpu(pid)
     while time.monotonic() < deadline:
         time.sleep(_POLL)
@@ -117,10 +123,15 @@ def _requests(pid: int, url: str, count: int) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n', 1)[0])
     parser.add_argument('--names', type=int, default=500_000)
+    parser.add_argument('--flush', type=float, default=FLUSH,
+                        help='seconds between flushes and per frame (default %(default)s): '
+                             'a request that takes less than the time between the end of a '
+                             'flush and the next is timed alone')
     args = parser.parse_args(argv)
+    flush = args.flush
     command = [sys.executable, '-m', 'sprockets_statsd.server', '-b', f'{HOST}:0',
-               '-f', str(FLUSH), '--admin', 'off', '--http', f'{HOST}:0',
-               '--load-frame-length', str(FLUSH), '--max-names', str(2 * args.names)]
+               '-f', str(flush), '--admin', 'off', '--http', f'{HOST}:0',
+               '--load-frame-length', str(flush), '--max-names', str(2 * args.names)]
     env = {k: v for k, v in os.environ.items() if not k.startswith('STATSD_')}
     with subprocess.Popen(command, cwd=HERE.parent, env=env, stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True) as server:
@@ -140,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                         f'scrape.c.n{i:07d}:{i % 1000 + 1}|c\n'
                         for i in range(start, min(start + 10_000, args.names))).encode())
             # Every frame holds every name after FRAMES more flushes.
-            time.sleep(FLUSH * (FRAMES + 1.5))
+            time.sleep(flush * (FRAMES + 1.5))
             base = f'http://{HOST}:{http}'
             print(f'{args.names:,} counter names, {FRAMES} frames, RSS '
                   f'{_memory(server.pid)["VmRSS"]} MiB, load average '
@@ -152,8 +163,8 @@ def main(argv: list[str] | None = None) -> int:
                 for count in (1, 3):
                     # Wait for a flush to be over: the answer is rendered
                     # anew, and timed alone if it takes less than a flush.
-                    time.sleep(FLUSH)
-                    _after_flush(server.pid)
+                    time.sleep(flush)
+                    _after_flush(server.pid, flush)
                     row = _requests(server.pid, base + path, count)
                     print(f'| {path} | {count} | {row["wall"]:.2f} | {row["cpu"]:.2f} '
                           f'| {row["bytes"] / 1e6:.1f} | {row["hwm_increase"]} '
@@ -168,8 +179,8 @@ def main(argv: list[str] | None = None) -> int:
                 with socket.create_connection((HOST, udp), timeout=60) as sock:
                     sock.sendall(''.join(f'scrape.new.s{step}n{i}:1|c\n'
                                          for i in range(NEW_NAMES)).encode())
-                time.sleep(FLUSH)  # past the flush they arrived before
-                _after_flush(server.pid)
+                time.sleep(flush)  # past the flush they arrived before
+                _after_flush(server.pid, flush)
                 loop = _loop_cpu(server.pid)
                 row = _requests(server.pid, base + '/metrics', 1)
                 print(f'| {row["wall"]:.2f} | {row["cpu"]:.2f} '

@@ -257,8 +257,10 @@ class QueryService(ListeningSockets, Sink):
         # Load reports of the current flush and frame, done or under way.
         self._reports: dict[tuple[int, bool, int, int], asyncio.Future[bytes]] = {}
         self._layouts = Layouts()
-        # The windows asked for since the current frame began, oldest first.
+        # The windows asked for since the current frame began, oldest first,
+        # and whether any /N has been asked for at all.
         self._asked: dict[tuple[int, bool], None] = {}
+        self._queried = False
         # The latest flush being merged into the frames (or merged).
         self._merging: asyncio.Task[None] | None = None
         self._waiting = 0
@@ -313,6 +315,7 @@ class QueryService(ListeningSockets, Sink):
         future = self._reports.get(key)
         if future is None:
             window = frames.window(count, full=full)  # ValueError: out of range
+            self._queried = True
             self._asked[count, full] = None
             if len(self._asked) > MAX_KEPT_SUMS:
                 del self._asked[next(iter(self._asked))]  # the oldest
@@ -394,14 +397,15 @@ class QueryService(ListeningSockets, Sink):
             frames.commit(frame)
         finally:
             self._waiting -= 1
-        if newest is not None and frame.index > newest.index:
+        if newest is not None and frame.index > newest.index and self._queried:
             # A new frame: the windows asked for in the last one now have
             # other complete frames, whose sums take long; made now, in
             # the thread, rather than by the next answer.  So is the sum
             # of /N at the frame count (/15), asked for or not, and its
-            # names laid out, so that even its first answer costs only
-            # the answer: a few tenths of a second of CPU per frame at
-            # 500k counters, rolled on from the last frame's.
+            # names laid out, so that its next answer costs only the
+            # answer: a few tenths of a second of CPU per frame at 500k
+            # counters, rolled on from the last frame's.  Only once some
+            # /N has been asked for: what is kept ready holds tens of MB.
             default = (frames.frame_count, False)
             asked = [key for key in self._asked if key != default][1 - MAX_KEPT_SUMS:]
             windows = [frames.window(count, full=full) for count, full in asked]

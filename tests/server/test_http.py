@@ -465,21 +465,27 @@ async def test_a_new_frame_sums_the_complete_frames_of_the_windows_asked_for(
 
 
 async def test_a_new_frame_keeps_the_default_window_ready_unasked() -> None:
-    """At each new frame the sum of /15's complete frames is made (rolled
-    on from the last frame's) and its names laid out, though nobody asked;
-    the first answer then adds only the newest frame and is the same as
-    load_report's."""
+    """Before any /N is asked for, nothing is kept ready; once one has
+    been (here /1), at each new frame the sum of /15's complete frames is
+    made (rolled on from the last frame's) and its names laid out, though
+    nobody asked for /15; its first answer then adds only the newest
+    frame and is the same as load_report's."""
     now = [6_000.0]
     frames = FrameStore(60.0, clock=lambda: now[0])
     sink = QueryService(frames, StatsdCollector(), ServerStatus(600.0))
     aggregator = Aggregator(AggregatorConfig())
-    for value in range(1, 6):
+    for value in range(1, 7):
         now[0] += 60
         aggregator.receive(b'hits:%d|c\nmore.%d:1|c\nlatency:%d|ms' % (value, value, value))
         sink.submit(aggregator.flush(now[0]))
         await asyncio.wait_for(sink.settled(), DEFAULT_TIMEOUT)
         complete = tuple((f.index, f.flushes) for f in frames.frames()[:-1])
-        if len(complete) >= 2:
+        if value <= 3:
+            assert not sink._layouts._kept._kept  # not queried yet: nothing kept
+            assert len(complete) < 2 or frames.sums.get(complete) is None
+        if value == 3:
+            await sink.load(1)
+        if value > 3:
             assert frames.sums.get(complete) is not None
     window = frames.window(15)
     keys, _ = window.counter_totals()

@@ -37,11 +37,11 @@ from sprockets_statsd.server._promplan import (
     State,
     family_header,
     family_of,
-    lone_kinds,
     lone_texts,
     make_plan,
     prometheus_labels,
     prometheus_name,
+    prometheus_names,
     sample_line,
     sample_names,
     sample_values,
@@ -69,7 +69,10 @@ class _Chunk:
 
     Its text is every line of those families with ``%s`` for the values,
     for one ``%`` formatting; it is replaced, never changed, so a chunk
-    may be shared by layouts.
+    may be shared by layouts.  A chunk of lone families only (see
+    :func:`.split_lone`) may be made without its text (:meth:`lone`),
+    which is then made from its keys each time it is needed, until
+    :meth:`kept` gives the chunk with its text.
     """
 
     __slots__ = ('group', 'keys', 'members', 'starts', 'template')
@@ -79,22 +82,49 @@ class _Chunk:
         group: int,
         keys: list[str],
         members: list[tuple[tuple[int, str], ...] | None],
-        texts: list[str],
+        texts: list[str] | None,
     ) -> None:
         self.group = group
         #: Each family's first key, in order.
         self.keys = keys
         #: Each family's keys, None if all are just their first key.
         self.members = None if not any(members) else members
-        self.template = ''.join(texts)
+        self.template: str | None = None
         #: Where each family's text starts, and the end.
-        self.starts = array.array('q', itertools.accumulate(map(len, texts), initial=0))
+        self.starts: array.array[int] | None = None
+        if texts is not None:
+            self.template = ''.join(texts)
+            self.starts = array.array('q', itertools.accumulate(map(len, texts), initial=0))
+
+    @classmethod
+    def lone(cls, group: int, keys: list[str]) -> _Chunk:
+        """A chunk of the lone families of `keys`, its text not kept."""
+        return cls(group, keys, [], None)
+
+    def kept(self) -> _Chunk:
+        """This chunk, or the same families with their text kept."""
+        if self.template is not None:
+            return self
+        return _Chunk(self.group, self.keys, [], self._lone_texts())
+
+    def _lone_texts(self) -> list[str]:
+        return lone_texts(self.group, prometheus_names(self.keys))
 
     def units(self) -> Iterator[_Unit]:
+        if self.template is None or self.starts is None:
+            yield from zip(self.keys, itertools.repeat(None), self._lone_texts())
+            return
         members = self.members or itertools.repeat(None)
         template, starts = self.template, self.starts
         for index, (key, member) in enumerate(zip(self.keys, members, strict=False)):
             yield key, member, template[starts[index]:starts[index + 1]]
+
+    def render(self, state: State) -> str:
+        """The text of the chunk's families with their values in `state`."""
+        template = self.template
+        if template is None:
+            template = ''.join(self._lone_texts())
+        return template % _texts(self.values(state))
 
     def values(self, state: State) -> Sequence[float]:
         """The values of the chunk's samples in `state`, in order."""
@@ -116,7 +146,8 @@ def _chunked(
 ) -> list[_Chunk]:
     """The families of `group` in chunks of :data:`CHUNK_FAMILIES`, in order:
     `units`, and those of the lone `keys`, named `names` (see
-    :func:`.split_lone`), each sorted by first key.  The lone families'
+    :func:`.split_lone`), each sorted by first key.  A whole chunk of lone
+    families is made without its text (:meth:`_Chunk.lone`); the others'
     text is made a slice at a time."""
     chunks: list[_Chunk] = []
     firsts: list[str] = []
@@ -132,6 +163,10 @@ def _chunked(
     for unit in [*units, None]:
         end = len(keys) if unit is None else bisect.bisect_left(keys, unit[0], start)
         while start < end:
+            if not firsts and end - start >= CHUNK_FAMILIES:
+                chunks.append(_Chunk.lone(group, list(keys[start:start + CHUNK_FAMILIES])))
+                start += CHUNK_FAMILIES
+                continue
             stop = min(end, start + CHUNK_FAMILIES - len(firsts))
             firsts += keys[start:stop]
             members += itertools.repeat(None, stop - start)
@@ -232,7 +267,6 @@ class Layout:
         #: The kind of each family, by name.
         # The kind of each family by name (see families), made once needed.
         self._families: dict[str, str] | None = None
-        self._lone_names = lone.names
         self._planned = dict(zip(plan.family_names, plan.kinds, strict=True))
         planned = _planned(plan)
         self.chunks = [
@@ -247,16 +281,31 @@ class Layout:
         """The type of each family, by name: made when keys first come or
         go, in the merge thread, rather than by the first scrape."""
         if self._families is None:
-            self._families = lone_kinds(self._lone_names)
+            # A family of one key and one sample is named after that key;
+            # the others are the plan's.
+            self._families = {}
+            for chunk in self.chunks:
+                if chunk.group == TIMERS:
+                    continue
+                kind = 'counter' if chunk.group == COUNTERS else 'gauge'
+                keys = (chunk.keys if chunk.members is None else
+                        [key for key, members in zip(chunk.keys, chunk.members, strict=True)
+                         if members is None])
+                self._families.update(dict.fromkeys(prometheus_names(keys), kind))
             self._families.update(self._planned)
-            self._lone_names, self._planned = {}, {}
+            self._planned = {}
         return self._families
+
+    def thicken(self) -> None:
+        """Keep the text of every chunk: what a scrape then writes is only
+        the values.  For the merge thread, after a first scrape."""
+        self.chunks = [chunk.kept() for chunk in self.chunks]
 
     def render(self, state: State) -> bytes:
         """The exposition of `state`, which has the keys of the layout."""
         body = io.BytesIO()
         for chunk in self.chunks:
-            body.write((chunk.template % _texts(chunk.values(state))).encode())
+            body.write(chunk.render(state).encode())
         # The buffer's own bytes, not a copy, once nothing else refers to it.
         return body.getvalue()
 

@@ -32,7 +32,6 @@ __all__ = [
     'Timer',
     'family_header',
     'family_of',
-    'lone_kinds',
     'lone_texts',
     'make_plan',
     'prometheus_labels',
@@ -85,13 +84,15 @@ def prometheus_name(key: str) -> str:
 
 
 def prometheus_names(keys: Sequence[str]) -> list[str]:
-    """:func:`prometheus_name` of each of `keys`, sorted keys without tags.
+    """:func:`prometheus_name` of each of `keys`, which are sorted.
 
-    Cleaned in one pass over their text; in sorted order, the keys that
-    start with a digit, whose names get a leading ``_``, are one run.
+    Keys without tags are cleaned in one pass over their text; in sorted
+    order, the keys that start with a digit, whose names get a leading
+    ``_``, are one run.
     """
     text = '\n'.join(keys)
-    if not keys or not text.isascii() or text.count('\n') != len(keys) - 1:
+    if (not keys or not text.isascii() or ';' in text
+            or text.count('\n') != len(keys) - 1):
         return list(map(prometheus_name, keys))
     names = text.encode().translate(_ASCII_CLEAN_LINES).decode().split('\n')
     start, end = bisect.bisect_left(keys, '0'), bisect.bisect_left(keys, ':')
@@ -285,14 +286,6 @@ def split_lone(state: State) -> Lone:
         lone.keys[group] = list(itertools.compress(keys, kept))
         lone.names[group] = list(itertools.compress(names, kept))
     return lone
-
-
-def lone_kinds(names: Mapping[int, Sequence[str]]) -> dict[str, str]:
-    """The type of each lone family, by name, from the lone :attr:`~Lone.names`."""
-    kinds: dict[str, str] = {}
-    for group, kind in _LONE_KINDS:
-        kinds.update(dict.fromkeys(names.get(group, ()), kind))
-    return kinds
 
 
 def lone_texts(group: int, names: Sequence[str]) -> list[str]:

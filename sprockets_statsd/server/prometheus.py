@@ -143,15 +143,18 @@ class StatsdCollector(Collector):
         """Merge the flushes taken in so far; the state they give.
 
         Once a scrape has laid out the text (see :meth:`exposition`), also
-        brings it to the keys of that state, so that the next scrape only
-        writes the values.  Blocks for up to a second or more with
+        brings it to the keys of that state and keeps all of it (a first
+        scrape keeps little, to take little memory), so that the next
+        scrape only writes the values.  Blocks for up to a second or more with
         hundreds of thousands of keys: call it in a thread.  A flush that
         cannot be merged is logged and left out.
         """
         state = self._merge_pending()
         if self._layout is not None:
             with self._rendering:
-                self._laid_out(self._state, build=False)
+                layout = self._laid_out(self._state, build=False)
+                if layout is not None:
+                    layout.thicken()
         return state
 
     def _merge_pending(self) -> State:

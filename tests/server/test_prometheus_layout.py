@@ -226,7 +226,10 @@ def test_split_lone_leaves_every_shared_series_to_the_plan() -> None:
         _promplan.GAUGES: ['b_total', 'g', 'q', 't_seconds_sum'],
         _promplan.SETS: ['g'],
     }
-    assert _promplan.lone_kinds(lone.names) == {'a': 'counter', 'c': 'counter', 's': 'gauge'}
+    families = _promlayout.Layout(state).families
+    assert {name: families[name] for name in ('a', 'c', 's')} == {
+        'a': 'counter', 'c': 'counter', 's': 'gauge'}
+    assert families['t_seconds'] == 'summary'
 
 
 @pytest.mark.parametrize('seed', range(4))
@@ -268,3 +271,36 @@ def test_merge_keeps_a_laid_out_text_current() -> None:
     assert kept.collector._layout.state is state
     assert kept.collector.collisions == 1
     assert kept.collector.exposition() == kept.text().encode()
+
+
+def test_a_first_scrape_keeps_no_text_of_whole_chunks_of_lone_keys(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A first scrape leaves the text of whole chunks of lone families
+    unkept (made from their keys when needed); the next merge keeps it;
+    keys that come and go in either state give generate_latest's bytes."""
+    monkeypatch.setattr(_promlayout, 'CHUNK_FAMILIES', 4)
+    kept = Kept()
+    lines = [f'c{i}:{i}|c' for i in range(10)] + ['g.1:1|g', 'g_1:2|g', 't:1|ms']
+    collector = kept.collector
+
+    def thin() -> list[list[str]]:
+        assert collector._layout is not None
+        return [chunk.keys for chunk in collector._layout.chunks if chunk.template is None]
+
+    kept.flush('\n'.join(lines).encode())
+    first = collector.exposition()
+    assert thin()[:2] == [['c0', 'c1', 'c2', 'c3'], ['c4', 'c5', 'c6', 'c7']]
+    layout = collector._layout
+    kept.flush('\n'.join([*lines[1:], 'c30:1|c']).encode())  # edits in unkept chunks
+    second = collector.exposition()
+    assert collector._layout is layout
+    assert thin()
+    assert second == kept.text().encode()  # which merges, and keeps every text
+    assert not thin()
+    assert first != second
+    kept.flush('\n'.join([*lines, 'c31:1|c']).encode())
+    collector.merge()
+    assert collector._layout is layout
+    assert not thin()
+    assert collector.exposition() == kept.text().encode()

@@ -252,7 +252,8 @@ class Layout:
     series of, a key left out that goes.  Any other change (a key that
     joins or leaves a family of several, or takes or frees a series
     another key wants) makes a new plan.  Keeps the text (about the size
-    of the exposition) and the family names, in proportion to
+    of the exposition; but for chunks of lone keys until :meth:`thicken`)
+    and, once keys change, the family names, in proportion to
     ``max_names``, and the state it was last made or updated for
     (:attr:`state`), whose keys it has.
     """
@@ -264,7 +265,6 @@ class Layout:
         self.collisions = len(plan.losers)
         self.losers = plan.losers
         self.contested = {name for names in plan.losers.values() for name in names}
-        #: The kind of each family, by name.
         # The kind of each family by name (see families), made once needed.
         self._families: dict[str, str] | None = None
         self._planned = dict(zip(plan.family_names, plan.kinds, strict=True))

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 from prometheus_client.utils import floatToGoString
 
+from sprockets_statsd.server._promlone import split_lone
 from sprockets_statsd.server._promplan import (
     COUNTERS,
     GAUGES,
@@ -45,7 +46,6 @@ from sprockets_statsd.server._promplan import (
     sample_line,
     sample_names,
     sample_values,
-    split_lone,
     timer_shape,
 )
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import array
 import bisect
-import collections
 import itertools
 import operator
 import re
@@ -26,7 +25,6 @@ __all__ = [
     'SUFFIXES',
     'SUFFIX_KINDS',
     'TIMERS',
-    'Lone',
     'Plan',
     'State',
     'Timer',
@@ -40,7 +38,6 @@ __all__ = [
     'sample_line',
     'sample_names',
     'sample_values',
-    'split_lone',
     'timer_shape',
 ]
 
@@ -219,89 +216,6 @@ def sample_values(group: int, key: str, state: State) -> list[float]:
     return [*(value for _, value in timer.quantiles), timer.seconds_total, timer.count_total]
 
 
-class Lone(typing.NamedTuple):
-    """The keys of a flush that are families alone, and the others.
-
-    A key is lone when it has no tags, is a counter, a gauge or a set (one
-    sample each), and no other key's series has the name of any of its
-    own: whatever the other keys, it is a family of its own, and it takes
-    no series any other key wants.  Most keys are, and they need no plan.
-    By kind of metric, in sorted order: :attr:`keys` and their family
-    :attr:`names`, and the :attr:`others`, to plan.
-    """
-
-    keys: dict[int, list[str]]
-    names: dict[int, list[str]]
-    others: dict[int, list[str]]
-
-
-#: The kinds of metric a lone key may be of, and the type of its family.
-_LONE_KINDS = ((COUNTERS, 'counter'), (GAUGES, 'gauge'), (SETS, 'gauge'))
-
-
-def split_lone(state: State) -> Lone:
-    """The lone keys of `state` (see :class:`Lone`), found in bulk."""
-    mappings = ((COUNTERS, state.counters), (TIMERS, state.timers),
-                (GAUGES, state.gauges), (SETS, state.sets))
-    lone = Lone({}, {}, {})
-    wanted: set[str] = set()  # every series of the keys planned
-    for group, mapping in mappings:
-        ordered = sorted(mapping)
-        if group == TIMERS:
-            keys, others = [], ordered
-        elif ';' in ''.join(ordered):
-            keys = [key for key in ordered if ';' not in key]
-            others = [key for key in ordered if ';' in key]
-        else:
-            keys, others = ordered, []
-        lone.keys[group], lone.names[group] = keys, prometheus_names(keys)
-        lone.others[group] = others
-        for key in others:
-            name, _, _, suffixes = family_of(
-                group, key, state.timers[key] if group == TIMERS else None)
-            wanted.add(name)
-            wanted.update([name + suffix for suffix in suffixes])
-    every = [*lone.names[COUNTERS], *lone.names[GAUGES], *lone.names[SETS]]
-    # Names twice, found in sorted order (the names of sorted keys nearly
-    # are, so this costs less than a set of them); and a counter's other
-    # series is its name with _total: only a name that ends so can be it.
-    ordered = sorted(every)
-    if (not any(map(operator.eq, ordered, itertools.islice(ordered, 1, None)))
-            and wanted.isdisjoint(every)
-            and '_total\n' not in '\n'.join([*every, *wanted, ''])):
-        return lone
-    # The names wanted twice, and each counter's and the name its _total is.
-    crowded = collections.Counter(every)
-    crowded.update(wanted)
-    counted = {name for name, times in crowded.items() if times > 1}
-    counter_names = set(lone.names[COUNTERS])
-    for name in itertools.chain(every, wanted):
-        if name.endswith('_total') and name[:-6] in counter_names:
-            counted.update((name, name[:-6]))
-    for group, _ in _LONE_KINDS:
-        keys, names = lone.keys[group], lone.names[group]
-        kept = [name not in counted for name in names]
-        lone.others[group] = sorted(
-            [*lone.others[group], *itertools.compress(keys, map(operator.not_, kept))])
-        lone.keys[group] = list(itertools.compress(keys, kept))
-        lone.names[group] = list(itertools.compress(names, kept))
-    return lone
-
-
-def lone_texts(group: int, names: Sequence[str]) -> list[str]:
-    """The text of the family of each lone key of `group` named `names`,
-    with ``%s`` for its value: what :func:`family_header` and
-    :func:`sample_line` make, in bulk."""
-    if group == COUNTERS:
-        shown: Sequence[str] = list(map(operator.add, names, itertools.repeat('_total')))
-        kind, doc = 'counter', _COUNTER_DOC
-    else:
-        shown, kind, doc = names, 'gauge', _GAUGE_DOC if group == GAUGES else _SET_DOC
-    return list(map(''.join, zip(
-        itertools.repeat('# HELP '), shown, itertools.repeat(f' {doc}\n# TYPE '), shown,
-        itertools.repeat(f' {kind}\n'), shown, itertools.repeat(' %s\n'))))
-
-
 def make_plan(state: State, keys: Mapping[int, Sequence[str]] | None = None) -> Plan:
     """The families and samples of `state`.
 
@@ -309,8 +223,8 @@ def make_plan(state: State, keys: Mapping[int, Sequence[str]] | None = None) -> 
     key already took is left out (listed in :attr:`Plan.losers`).
 
     :param keys: the keys to plan, by kind of metric, sorted (by default
-        all): leaving out lone keys (:func:`split_lone`) changes nothing
-        for the others
+        all): leaving out lone keys (:func:`._promlone.split_lone`)
+        changes nothing for the others
     """
     if keys is None:
         keys = {group: sorted(mapping) for group, mapping in (
@@ -475,6 +389,20 @@ class Plan:
 def timer_shape(timer: Timer) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """What a timer's samples are named after: its bounds and quantiles."""
     return tuple(bound for bound, _ in timer.buckets), tuple(q for q, _ in timer.quantiles)
+
+
+def lone_texts(group: int, names: Sequence[str]) -> list[str]:
+    """The text of the family of each lone key of `group` named `names`,
+    with ``%s`` for its value: what :func:`family_header` and
+    :func:`sample_line` make, in bulk."""
+    if group == COUNTERS:
+        shown: Sequence[str] = list(map(operator.add, names, itertools.repeat('_total')))
+        kind, doc = 'counter', _COUNTER_DOC
+    else:
+        shown, kind, doc = names, 'gauge', _GAUGE_DOC if group == GAUGES else _SET_DOC
+    return list(map(''.join, zip(
+        itertools.repeat('# HELP '), shown, itertools.repeat(f' {doc}\n# TYPE '), shown,
+        itertools.repeat(f' {kind}\n'), shown, itertools.repeat(' %s\n'))))
 
 
 def family_header(name: str, kind: str, doc: str) -> str:

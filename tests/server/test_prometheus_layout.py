@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from sprockets_statsd.server import _promlayout, _promplan, prometheus
+from sprockets_statsd.server import _promlayout, _promlone, _promplan, prometheus
 from sprockets_statsd.server.aggregator import Aggregator
 from sprockets_statsd.server.config import AggregatorConfig
 from sprockets_statsd.server.prometheus import StatsdCollector
@@ -217,7 +217,7 @@ def test_split_lone_leaves_every_shared_series_to_the_plan() -> None:
         gauges={'b_total': 1.0, 't_seconds_sum': 1.0, 'g': 1.0, 'q': 1.0},
         sets={'g': 1, 's': 1},
     )
-    lone = _promplan.split_lone(state)
+    lone = _promlone.split_lone(state)
     assert lone.keys == {_promplan.COUNTERS: ['a', 'c'], _promplan.GAUGES: [],
                          _promplan.SETS: ['s'], _promplan.TIMERS: []}
     assert lone.others == {

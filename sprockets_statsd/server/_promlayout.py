@@ -29,6 +29,7 @@ from sprockets_statsd.server._promlone import split_lone
 from sprockets_statsd.server._promplan import (
     COUNTERS,
     GAUGES,
+    LONE_KINDS,
     NO_LABELS,
     SETS,
     SUFFIX_KINDS,
@@ -285,9 +286,9 @@ class Layout:
             # the others are the plan's.
             self._families = {}
             for chunk in self.chunks:
-                if chunk.group == TIMERS:
-                    continue
-                kind = 'counter' if chunk.group == COUNTERS else 'gauge'
+                kind = LONE_KINDS.get(chunk.group)
+                if kind is None:
+                    continue  # a timer's family has members: it is planned
                 keys = (chunk.keys if chunk.members is None else
                         [key for key, members in zip(chunk.keys, chunk.members, strict=True)
                          if members is None])

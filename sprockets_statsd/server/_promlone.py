@@ -18,6 +18,7 @@ import typing
 from sprockets_statsd.server._promplan import (
     COUNTERS,
     GAUGES,
+    LONE_KINDS,
     SETS,
     TIMERS,
     State,
@@ -42,10 +43,6 @@ class Lone(typing.NamedTuple):
     keys: dict[int, list[str]]
     names: dict[int, list[str]]
     others: dict[int, list[str]]
-
-
-#: The kinds of metric a lone key may be of, and the type of its family.
-_LONE_KINDS = ((COUNTERS, 'counter'), (GAUGES, 'gauge'), (SETS, 'gauge'))
 
 
 def split_lone(state: State) -> Lone:
@@ -87,7 +84,7 @@ def split_lone(state: State) -> Lone:
     for name in itertools.chain(every, wanted):
         if name.endswith('_total') and name[:-6] in counter_names:
             counted.update((name, name[:-6]))
-    for group, _ in _LONE_KINDS:
+    for group in LONE_KINDS:
         keys, names = lone.keys[group], lone.names[group]
         kept = [name not in counted for name in names]
         lone.others[group] = sorted(

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 __all__ = [
     'COUNTERS',
     'GAUGES',
+    'LONE_KINDS',
     'NO_LABELS',
     'SETS',
     'SUFFIXES',
@@ -149,6 +150,9 @@ class State(typing.NamedTuple):
 
 # The kinds of statsd metric, in the order the exposition takes them.
 COUNTERS, TIMERS, GAUGES, SETS = range(4)
+#: The kinds of metric whose keys may be lone (a family of one sample, see
+#: :mod:`._promlone`), and the type of such a family.
+LONE_KINDS: Mapping[int, str] = {COUNTERS: 'counter', GAUGES: 'gauge', SETS: 'gauge'}
 #: The series a family takes besides its own name, by kind.
 SUFFIXES: Mapping[str, tuple[str, ...]] = {
     'counter': ('_total',),
@@ -395,11 +399,12 @@ def lone_texts(group: int, names: Sequence[str]) -> list[str]:
     """The text of the family of each lone key of `group` named `names`,
     with ``%s`` for its value: what :func:`family_header` and
     :func:`sample_line` make, in bulk."""
+    kind = LONE_KINDS[group]
     if group == COUNTERS:
         shown: Sequence[str] = list(map(operator.add, names, itertools.repeat('_total')))
-        kind, doc = 'counter', _COUNTER_DOC
+        doc = _COUNTER_DOC
     else:
-        shown, kind, doc = names, 'gauge', _GAUGE_DOC if group == GAUGES else _SET_DOC
+        shown, doc = names, _GAUGE_DOC if group == GAUGES else _SET_DOC
     return list(map(''.join, zip(
         itertools.repeat('# HELP '), shown, itertools.repeat(f' {doc}\n# TYPE '), shown,
         itertools.repeat(f' {kind}\n'), shown, itertools.repeat(' %s\n'))))

@@ -47,11 +47,9 @@ class Lone(typing.NamedTuple):
 
 def split_lone(state: State) -> Lone:
     """The lone keys of `state` (see :class:`Lone`), found in bulk."""
-    mappings = ((COUNTERS, state.counters), (TIMERS, state.timers),
-                (GAUGES, state.gauges), (SETS, state.sets))
     lone = Lone({}, {}, {})
     wanted: set[str] = set()  # every series of the keys planned
-    for group, mapping in mappings:
+    for group, mapping in state.by_kind():
         ordered = sorted(mapping)
         if group == TIMERS:
             keys, others = [], ordered

@@ -147,6 +147,11 @@ class State(typing.NamedTuple):
     gauges: Mapping[str, float] = {}
     sets: Mapping[str, int] = {}
 
+    def by_kind(self) -> tuple[tuple[int, Mapping[str, typing.Any]], ...]:
+        """Each kind of metric (:data:`COUNTERS` ...) and its mapping."""
+        return ((COUNTERS, self.counters), (TIMERS, self.timers),
+                (GAUGES, self.gauges), (SETS, self.sets))
+
 
 # The kinds of statsd metric, in the order the exposition takes them.
 COUNTERS, TIMERS, GAUGES, SETS = range(4)
@@ -231,9 +236,7 @@ def make_plan(state: State, keys: Mapping[int, Sequence[str]] | None = None) -> 
         changes nothing for the others
     """
     if keys is None:
-        keys = {group: sorted(mapping) for group, mapping in (
-            (COUNTERS, state.counters), (TIMERS, state.timers),
-            (GAUGES, state.gauges), (SETS, state.sets))}
+        keys = {group: sorted(mapping) for group, mapping in state.by_kind()}
     plan = Plan()
     families: dict[str, int] = {}
     taken: set[str] = set()

@@ -39,6 +39,7 @@ from sprockets_statsd.server._promplan import (
     State,
     family_header,
     family_of,
+    lone_text,
     lone_texts,
     make_plan,
     prometheus_labels,
@@ -122,10 +123,9 @@ class _Chunk:
 
     def render(self, state: State) -> str:
         """The text of the chunk's families with their values in `state`."""
-        template = self.template
-        if template is None:
-            template = ''.join(self._lone_texts())
-        return template % _texts(self.values(state))
+        if self.template is None:
+            return lone_text(self.group, prometheus_names(self.keys), _texts(self.values(state)))
+        return self.template % _texts(self.values(state))
 
     def values(self, state: State) -> Sequence[float]:
         """The values of the chunk's samples in `state`, in order."""
@@ -310,9 +310,15 @@ class Layout:
         # The buffer's own bytes, not a copy, once nothing else refers to it.
         return body.getvalue()
 
-    def update(self, state: State) -> bool:
+    def update(self, state: State, *, edit: bool = True) -> bool:
         """Take in the keys of `state`; False if that needs a new plan (the
-        layout is then spoilt)."""
+        layout is then spoilt).
+
+        :param edit: edit the text for keys that came or went; if false,
+            any change of keys is answered False (editing keeps the family
+            names, tens of MB with hundreds of thousands of keys, which a
+            layout nobody has scraped yet is better made anew without)
+        """
         old, self.state = self.state, state
         if old is state:
             return True
@@ -335,6 +341,8 @@ class Layout:
                     for key in itertools.filterfalse(state.timers.__contains__, held))
         if not gone and not new:
             return True
+        if not edit:
+            return False
         edits = self._edits(gone, sorted(new), state)
         if edits is None:
             return False

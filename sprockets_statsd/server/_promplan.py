@@ -31,6 +31,7 @@ __all__ = [
     'Timer',
     'family_header',
     'family_of',
+    'lone_text',
     'lone_texts',
     'make_plan',
     'prometheus_labels',
@@ -402,15 +403,30 @@ def lone_texts(group: int, names: Sequence[str]) -> list[str]:
     """The text of the family of each lone key of `group` named `names`,
     with ``%s`` for its value: what :func:`family_header` and
     :func:`sample_line` make, in bulk."""
+    return list(map(''.join, _lone_pieces(group, names, itertools.repeat('%s'))))
+
+
+def lone_text(group: int, names: Sequence[str], values: Iterable[object]) -> str:
+    """The families of the lone keys of `group` named `names`, with their
+    `values` written as ``%s`` writes them: the text of :func:`lone_texts`
+    formatted, in one join."""
+    return ''.join(itertools.chain.from_iterable(_lone_pieces(group, names, map(str, values))))
+
+
+def _lone_pieces(
+    group: int, names: Sequence[str], values: Iterable[str],
+) -> Iterator[tuple[str, ...]]:
+    """The pieces of the text of each lone family, its value one of them."""
     kind = LONE_KINDS[group]
     if group == COUNTERS:
         shown: Sequence[str] = list(map(operator.add, names, itertools.repeat('_total')))
         doc = _COUNTER_DOC
     else:
         shown, doc = names, _GAUGE_DOC if group == GAUGES else _SET_DOC
-    return list(map(''.join, zip(
+    return zip(
         itertools.repeat('# HELP '), shown, itertools.repeat(f' {doc}\n# TYPE '), shown,
-        itertools.repeat(f' {kind}\n'), shown, itertools.repeat(' %s\n'))))
+        itertools.repeat(f' {kind}\n'), shown, itertools.repeat(' '), values,
+        itertools.repeat('\n'))
 
 
 def family_header(name: str, kind: str, doc: str) -> str:

@@ -118,6 +118,9 @@ class StatsdCollector(Collector):
         self._merging = threading.Lock()
         self._rendering = threading.Lock()
         self._layout: Layout | None = None
+        # Whether a scrape has asked for the text: only then is all of it
+        # kept, and edited as keys come and go (see merge).
+        self._scraped = False
         #: Flushes taken in: a scrape's output changes only when it does.
         self.generation = 0
         #: Keys left out of the latest scrape because their Prometheus
@@ -137,24 +140,25 @@ class StatsdCollector(Collector):
         self._pending.append(snapshot)
         self.generation += 1
         if len(self._pending) > _MAX_PENDING:
-            self.merge()
+            self._merge_pending()  # the totals only: no layout on this thread
 
     def merge(self) -> State:
         """Merge the flushes taken in so far; the state they give.
 
-        Once a scrape has laid out the text (see :meth:`exposition`), also
-        brings it to the keys of that state and keeps all of it (a first
-        scrape keeps little, to take little memory), so that the next
-        scrape only writes the values.  Blocks for up to a second or more with
-        hundreds of thousands of keys: call it in a thread.  A flush that
-        cannot be merged is logged and left out.
+        Also brings the layout of the text (see :meth:`exposition`) to the
+        keys of that state, so that no scrape lays out the keys itself.
+        Until a first scrape the layout is kept thin (the families of lone
+        keys without their text, a few MB at 500k keys) and made anew
+        when keys come or go; from then on all of its text is kept and
+        edited, so that a scrape only writes the values.  Blocks for up
+        to a second or more with hundreds of thousands of keys: call it in
+        a thread.  A flush that cannot be merged is logged and left out.
         """
         state = self._merge_pending()
-        if self._layout is not None:
-            with self._rendering:
-                layout = self._laid_out(self._state, build=False)
-                if layout is not None:
-                    layout.thicken()
+        with self._rendering:
+            layout = self._laid_out(self._state, edit=self._scraped)
+            if self._scraped:
+                layout.thicken()
         return state
 
     def _merge_pending(self) -> State:
@@ -254,19 +258,17 @@ class StatsdCollector(Collector):
         call it in a thread; calls take turns.
         """
         with self._rendering:
+            self._scraped = True
             state = self._merge_pending()  # one flush's state, whatever happens meanwhile
-            layout = self._laid_out(state, build=True)
-            assert layout is not None
-            return layout.render(state)
+            return self._laid_out(state, edit=True).render(state)
 
-    def _laid_out(self, state: State, *, build: bool) -> Layout | None:
-        """The kept layout, brought to the keys of `state`; made anew if
-        it cannot be, or if there is none and `build`.  Hold ``_rendering``."""
+    def _laid_out(self, state: State, *, edit: bool) -> Layout:
+        """The kept layout, brought to the keys of `state` (by editing it
+        if `edit`, see :meth:`.Layout.update`), or made anew.  Hold
+        ``_rendering``."""
         layout = self._layout
-        if layout is None or not layout.update(state):
+        if layout is None or not layout.update(state, edit=edit):
             self._layout = None  # not kept while its successor is built
-            if layout is None and not build:
-                return None
             layout = self._layout = Layout(state)
             self._count_collisions(layout.collisions)
         self.collisions = layout.collisions

@@ -251,26 +251,47 @@ def test_lone_and_planned_families_interleave_across_chunks(
         kept.step(*lines)
 
 
-def test_merge_keeps_a_laid_out_text_current() -> None:
-    """Before any scrape, a merge lays nothing out; once a scrape has, each
-    merge brings the text to the new keys (or plans it anew), so that a
-    scrape only writes the values."""
+def test_merge_keeps_a_laid_out_text_current(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before any scrape, each merge lays the keys out thin (no text of
+    whole chunks of lone keys), made anew when keys change; once a scrape
+    has asked for the text, each merge brings it to the new keys (or plans
+    it anew) and keeps all of it, so that a scrape only writes the values."""
+    monkeypatch.setattr(_promlayout, 'CHUNK_FAMILIES', 2)
     kept = Kept()
-    kept.flush(b'a:1|c\nb:1|g')
-    kept.collector.merge()
-    assert kept.collector._layout is None
-    assert kept.collector.exposition() == kept.text().encode()
-    layout = kept.collector._layout
-    kept.flush(b'a:1|c\nc:1|s')  # a new family: the same layout, updated
-    state = kept.collector.merge()
-    assert kept.collector._layout is layout
-    assert kept.collector._layout.state is state
+    collector = kept.collector
+    kept.flush(b'a:1|c\nb:1|c\nz:1|g')
+    state = collector.merge()
+    first = collector._layout
+    assert first is not None
+    assert first.state is state
+    assert [chunk.template for chunk in first.chunks[:1]] == [None]
+    assert first._families is None
+    state = collector.merge()  # the same keys: the same layout
+    assert collector._layout is first
+    kept.flush(b'a:1|c\nb:1|c\nc:1|s')  # keys changed, never scraped: made anew
+    state = collector.merge()
+    unscraped = collector._layout
+    assert unscraped is not first
+    assert unscraped is not None
+    assert unscraped.state is state
+    assert unscraped._families is None
+    assert unscraped.chunks[0].template is None
+    collector.exposition()
+    assert collector._layout is unscraped  # the scrape laid nothing out
+    assert unscraped.chunks[0].template is None
+    assert collector.exposition() == kept.text().encode()  # which merges:
+    assert collector._layout is unscraped
+    assert all(chunk.template is not None for chunk in unscraped.chunks)
+    kept.flush(b'a:1|c\nb:1|c\nd:1|s')  # a new family: the same layout, edited
+    state = collector.merge()
+    assert collector._layout is unscraped
+    assert collector._layout.state is state
     kept.flush(b'a:1|c\na_total:1|g')  # a collision: planned anew
-    state = kept.collector.merge()
-    assert kept.collector._layout is not layout
-    assert kept.collector._layout.state is state
-    assert kept.collector.collisions == 1
-    assert kept.collector.exposition() == kept.text().encode()
+    state = collector.merge()
+    assert collector._layout is not unscraped
+    assert collector._layout.state is state
+    assert collector.collisions == 1
+    assert collector.exposition() == kept.text().encode()
 
 
 def test_a_first_scrape_keeps_no_text_of_whole_chunks_of_lone_keys(

@@ -25,7 +25,11 @@ name (it stops rising after two or three); **peak** is ``VmHWM``.
 (1 line per datagram, ``bench/_loadgen.py``) run from two seconds before a
 flush to three seconds after it, with each daemon's default UDP receive
 buffer; what arrived is the sum of the ``stats_counts.load.*`` values the
-daemon flushed afterwards.
+daemon flushed afterwards.  The kernel's drops are sampled every 20 ms and
+split into those before the flush's output began, while it came and after
+it: drops before the flush mean the daemon was short of CPU, not held up by
+the flush.  ``--neighbour`` adds the same case with a CPU-bound process
+running beside the daemon during the load.
 
 Run from the repository root::
 
@@ -70,6 +74,8 @@ SETTLE_FLUSHES = 4
 LOAD_RATE = 100_000
 LOAD_LEAD = 2.0
 LOAD_SECONDS = 5.0
+#: Seconds between samples of the kernel's drops during the loss case.
+_DROP_SAMPLE = 0.02
 _TICK = os.sysconf('SC_CLK_TCK')
 
 #: Frames the load sink keeps (sprockets_statsd.server.frames.FRAME_COUNT).
@@ -95,6 +101,8 @@ class Case:
     load_sink: bool = False
     #: Send LOAD_RATE lines/s across a flush once the names are held.
     loss: bool = False
+    #: Run a CPU-bound process beside the daemon while the load runs.
+    neighbour: bool = False
 
     def lines(self) -> typing.Iterator[bytes]:
         """The metric lines, one per name, in chunks of about CHUNK bytes."""
@@ -115,7 +123,8 @@ class Case:
     def describe(self) -> str:
         return self.kind + (', idle deleted' if self.delete_idle else '') + (
             f', load sink ({FRAME_COUNT} frames)' if self.load_sink else '') + (
-            f', {LOAD_RATE // 1000}k lines/s across a flush' if self.loss else '')
+            f', {LOAD_RATE // 1000}k lines/s across a flush' if self.loss else '') + (
+            ', a CPU-bound neighbour' if self.neighbour else '')
 
 
 @dataclasses.dataclass
@@ -129,6 +138,8 @@ class Flush:
     load: float = 0  # the sum of the stats_counts.load.* values
     cpu: float = 0  # the server's CPU time when it had arrived whole
     rss_kib: int = 0
+    started: float = 0  # time.monotonic() of its first bytes
+    ended: float = 0  # and of its last
 
 
 @dataclasses.dataclass
@@ -203,6 +214,8 @@ class _Output:
     def _scan(self, read: typing.Callable[[int], bytes]) -> None:
         tail = b''
         while chunk := read(1 << 20):
+            if not self._current.bytes:
+                self._current.started = time.monotonic()
             self._current.bytes += len(chunk)
             data = tail + chunk
             end = data.rfind(b'\n') + 1
@@ -228,6 +241,7 @@ class _Output:
             if _WATCHED[2] in found:
                 current.calculation_ms = found[_WATCHED[2]]
                 # The last of the three: the flush is whole.
+                current.ended = time.monotonic()
                 with contextlib.suppress(OSError):
                     current.cpu = _cpu_seconds(self._pid)
                     current.rss_kib = _memory(self._pid)['VmRSS']
@@ -383,7 +397,7 @@ def measure(case: Case, daemon: str, source: pathlib.Path, python: str,
                         f'{settled} flushes with every name')
         loss = None
         if case.loss:
-            loss = _loss(case, output, server.pid, udp_port, deadline)
+            loss = _loss(case, output, server.pid, udp_port, deadline, case.neighbour)
         time.sleep(case.flush_interval / 2)
         memory = _memory(server.pid)
         return Result(case, daemon, baseline, memory['VmRSS'], memory['VmHWM'], sent,
@@ -391,25 +405,60 @@ def measure(case: Case, daemon: str, source: pathlib.Path, python: str,
     raise AssertionError('unreachable')
 
 
-def _loss(case: Case, output: _Output, pid: int, port: int, deadline: float) -> dict[str, float]:
-    """Send LOAD_RATE lines/s across the next flush; what arrived of it."""
+def _loss(case: Case, output: _Output, pid: int, port: int, deadline: float,
+          neighbour: bool = False) -> dict[str, float]:
+    """Send LOAD_RATE lines/s across the next flush; what arrived of it.
+
+    The kernel's drops are sampled as the load runs and split into those
+    before the flush's output began, while it came, and after: drops that
+    start with the load, before the flush, mean the daemon lacked CPU, not
+    that the flush held it up.  With `neighbour`, a CPU-bound process runs
+    beside the daemon while the load does.
+    """
     seen = len(output.flushes)
     output.wait(lambda f: len(f) > seen, deadline - time.monotonic(), 'flush')
     # Flushes end at most a few seconds after they start; the next one
     # starts an interval after this one did.
     time.sleep(max(case.flush_interval - LOAD_LEAD - 1.0, 0))
     seen = len(output.flushes)
-    drops = _udp_drops(port)
+    samples = [(time.monotonic(), _udp_drops(port))]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(_DROP_SAMPLE):
+            samples.append((time.monotonic(), _udp_drops(port)))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    busy = (subprocess.Popen([sys.executable, '-c', 'while True: pass'])
+            if neighbour else None)
     command = [sys.executable, str(HERE / '_loadgen.py'), '--port', str(port),
                '--kind', 'load', '--lines', '1', '--rate', str(LOAD_RATE),
                '--duration', str(LOAD_SECONDS)]
-    result = json.loads(subprocess.run(command, capture_output=True, text=True, check=True,
-                                       timeout=LOAD_SECONDS * 2 + 60).stdout)
-    drops = _udp_drops(port) - drops
-    # Two more flushes carry the rest of the load.
-    output.wait(lambda f: len(f) >= seen + 3, deadline - time.monotonic(), 'flushes after load')
+    try:
+        result = json.loads(subprocess.run(
+            command, capture_output=True, text=True, check=True,
+            timeout=LOAD_SECONDS * 2 + 60).stdout)
+        # Two more flushes carry the rest of the load.
+        output.wait(lambda f: len(f) >= seen + 3, deadline - time.monotonic(),
+                    'flushes after load')
+    finally:
+        if busy is not None:
+            busy.kill()
+            busy.wait()
+        done.set()
+        sampler.join()
+    samples.append((time.monotonic(), _udp_drops(port)))
+    flush = output.flushes[seen]
+    split = {'before': 0, 'during': 0, 'after': 0}
+    for (_, before), (at, after) in itertools.pairwise(samples):
+        part = 'before' if at <= flush.started else 'during' if at <= flush.ended else 'after'
+        split[part] += after - before
     received = sum(f.load for f in output.flushes[seen:])
-    return {'sent': result['sent'], 'received': received, 'kernel_drops': drops,
+    return {'sent': result['sent'], 'received': received,
+            'kernel_drops': samples[-1][1] - samples[0][1],
+            **{f'drops_{part}': drops for part, drops in split.items()},
+            'flush_seconds': flush.ended - flush.started,
             'loss': 1 - received / result['sent'], 'rate': result['rate']}
 
 
@@ -453,19 +502,23 @@ def report(results: list[Result]) -> str:
         )
     lossy = [r for r in results if r.loss]
     if lossy:
-        rows += ['', '| names | daemon | lines sent | lines flushed | loss | kernel drops '
-                 '(datagrams) | generator lines/s |', '|--:|---|--:|--:|--:|--:|--:|']
+        rows += ['', '| names | case | daemon | lines sent | lines flushed | loss '
+                 '| kernel drops (datagrams) | of which before / during / after the flush '
+                 '| flush output s | generator lines/s |',
+                 '|--:|---|---|--:|--:|--:|--:|---|--:|--:|']
         for r in lossy:
             loss = typing.cast(dict[str, float], r.loss)
             rows.append(
-                f'| {r.case.names:,} | {r.daemon} | {loss["sent"]:,.0f} '
+                f'| {r.case.names:,} | {r.case.describe()} | {r.daemon} | {loss["sent"]:,.0f} '
                 f'| {loss["received"]:,.0f} | {loss["loss"]:.2%} '
-                f'| {loss["kernel_drops"]:,.0f} | {loss["rate"]:,.0f} |')
+                f'| {loss["kernel_drops"]:,.0f} | {loss["drops_before"]:,.0f} / '
+                f'{loss["drops_during"]:,.0f} / {loss["drops_after"]:,.0f} '
+                f'| {loss["flush_seconds"]:.2f} | {loss["rate"]:,.0f} |')
     return '\n'.join(rows)
 
 
 def cases(quick: bool, timers: bool, load_sink: bool, delete_idle: bool,
-          loss: bool) -> list[Case]:
+          loss: bool, neighbour: bool = False) -> list[Case]:
     """The cases to run: counters at each size, timers, the load sink, expiry."""
     sizes = [10_000, 50_000] if quick else [10_000, 100_000, 1_000_000]
     # A flush of many names takes seconds of CPU: the interval must exceed it.
@@ -479,6 +532,9 @@ def cases(quick: bool, timers: bool, load_sink: bool, delete_idle: bool,
         chosen += [Case('counter', n, max(2.0, n / 100_000), True) for n in sizes[-1:]]
     if loss:
         chosen += [Case('counter', n, max(2.0, n / 100_000), loss=True) for n in sizes[-1:]]
+        if neighbour:
+            chosen += [Case('counter', n, max(2.0, n / 100_000), loss=True, neighbour=True)
+                       for n in sizes[-1:]]
     return chosen
 
 
@@ -499,6 +555,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--no-load-sink', action='store_true', help='no load sink cases')
     parser.add_argument('--delete-idle', action='store_true',
                         help='also measure the largest size with --delete-idle-stats')
+    parser.add_argument('--neighbour', action='store_true',
+                        help='with --loss, also a loss case beside a CPU-bound process')
     parser.add_argument('--loss', action='store_true',
                         help=f'also measure the loss of {LOAD_RATE:,} lines/s across a flush '
                         'of the largest size')
@@ -531,7 +589,7 @@ def main(argv: list[str] | None = None) -> int:
               f'{" ".join(pathlib.Path("/proc/loadavg").read_text().split()[:3])}', flush=True)
         results = []
         for case in cases(args.quick, not args.no_timers, not args.no_load_sink,
-                          args.delete_idle, args.loss):
+                          args.delete_idle, args.loss, args.neighbour):
             if args.only and args.only not in f'{case.names:,} {case.describe()}':
                 continue
             daemons = ['ours']

@@ -1,6 +1,6 @@
 """The kept text of a scrape: every family of a flush but its values, in order.
 
-Strategy: the text is kept in pieces (:class:`_Chunk`) formatted with one
+Strategy: the text is kept in pieces (:class:`.Chunk`) formatted with one
 ``%`` each.  It is made from a plan of the keys that need one and, in
 bulk, from the lone keys (:func:`.split_lone`: most keys, each a family of
 its own that no other key contends for).  A flush's new and gone keys are
@@ -14,23 +14,24 @@ simple; any other change plans the whole flush anew."""
 
 from __future__ import annotations
 
-import array
 import bisect
 import io
 import itertools
-import math
 import operator
-import typing
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
-from prometheus_client.utils import floatToGoString
-
+from sprockets_statsd.server._promchunk import Chunk, Unit, chunked
 from sprockets_statsd.server._promlone import split_lone
+from sprockets_statsd.server._promnames import (
+    NO_LABELS,
+    prometheus_labels,
+    prometheus_name,
+    prometheus_names,
+)
 from sprockets_statsd.server._promplan import (
     COUNTERS,
     GAUGES,
     LONE_KINDS,
-    NO_LABELS,
     SETS,
     SUFFIX_KINDS,
     SUFFIXES,
@@ -39,156 +40,18 @@ from sprockets_statsd.server._promplan import (
     State,
     family_header,
     family_of,
-    lone_text,
-    lone_texts,
     make_plan,
-    prometheus_labels,
-    prometheus_name,
-    prometheus_names,
     sample_line,
     sample_names,
-    sample_values,
     timer_shape,
 )
 
-__all__ = ['CHUNK_FAMILIES', 'Layout']
-
-#: Families per piece of the kept text: a key that comes or goes copies
-#: its piece (about a MB), and a piece is formatted in one call.
-CHUNK_FAMILIES = 8192
-#: The smallest value Go (and so prometheus_client) writes with an
-#: exponent where Python's repr does not.
-_GO_EXPONENT = 1e6
+__all__ = ['Layout']
 
 
-#: A family as kept: the key that comes first in it, the ``(kind, key)`` of
-#: each key in it (None for one key of one sample), its text.
-_Unit = tuple[str, 'tuple[tuple[int, str], ...] | None', str]
-
-
-class _Chunk:
-    """Consecutive families whose first keys are of one kind of metric.
-
-    Its text is every line of those families with ``%s`` for the values,
-    for one ``%`` formatting; it is replaced, never changed, so a chunk
-    may be shared by layouts.  A chunk of lone families only (see
-    :func:`.split_lone`) may be made without its text (:meth:`lone`),
-    which is then made from its keys each time it is needed, until
-    :meth:`kept` gives the chunk with its text.
-    """
-
-    __slots__ = ('group', 'keys', 'members', 'starts', 'template')
-
-    def __init__(
-        self,
-        group: int,
-        keys: list[str],
-        members: list[tuple[tuple[int, str], ...] | None],
-        texts: list[str] | None,
-    ) -> None:
-        self.group = group
-        #: Each family's first key, in order.
-        self.keys = keys
-        #: Each family's keys, None if all are just their first key.
-        self.members = None if not any(members) else members
-        self.template: str | None = None
-        #: Where each family's text starts, and the end.
-        self.starts: array.array[int] | None = None
-        if texts is not None:
-            self.template = ''.join(texts)
-            self.starts = array.array('q', itertools.accumulate(map(len, texts), initial=0))
-
-    @classmethod
-    def lone(cls, group: int, keys: list[str]) -> _Chunk:
-        """A chunk of the lone families of `keys`, its text not kept."""
-        return cls(group, keys, [], None)
-
-    def kept(self) -> _Chunk:
-        """This chunk, or the same families with their text kept."""
-        if self.template is not None:
-            return self
-        return _Chunk(self.group, self.keys, [], self._lone_texts())
-
-    def _lone_texts(self) -> list[str]:
-        return lone_texts(self.group, prometheus_names(self.keys))
-
-    def units(self) -> Iterator[_Unit]:
-        if self.template is None or self.starts is None:
-            yield from zip(self.keys, itertools.repeat(None), self._lone_texts())
-            return
-        members = self.members or itertools.repeat(None)
-        template, starts = self.template, self.starts
-        for index, (key, member) in enumerate(zip(self.keys, members, strict=False)):
-            yield key, member, template[starts[index]:starts[index + 1]]
-
-    def render(self, state: State) -> str:
-        """The text of the chunk's families with their values in `state`."""
-        if self.template is None:
-            return lone_text(self.group, prometheus_names(self.keys), _texts(self.values(state)))
-        return self.template % _texts(self.values(state))
-
-    def values(self, state: State) -> Sequence[float]:
-        """The values of the chunk's samples in `state`, in order."""
-        group, keys = self.group, self.keys
-        if self.members is None:
-            if group == COUNTERS:
-                return tuple(map(state.counters.__getitem__, keys))
-            mapping = state.gauges if group == GAUGES else state.sets
-            return tuple(map(float, map(mapping.__getitem__, keys)))
-        values: list[float] = []
-        for key, members in zip(keys, self.members, strict=True):
-            for member_group, member in members or ((group, key),):
-                values.extend(sample_values(member_group, member, state))
-        return values
-
-
-def _chunked(
-    group: int, units: Sequence[_Unit], keys: Sequence[str] = (), names: Sequence[str] = ()
-) -> list[_Chunk]:
-    """The families of `group` in chunks of :data:`CHUNK_FAMILIES`, in order:
-    `units`, and those of the lone `keys`, named `names` (see
-    :func:`.split_lone`), each sorted by first key.  A whole chunk of lone
-    families is made without its text (:meth:`_Chunk.lone`); the others'
-    text is made a slice at a time."""
-    chunks: list[_Chunk] = []
-    firsts: list[str] = []
-    members: list[tuple[tuple[int, str], ...] | None] = []
-    texts: list[str] = []
-
-    def close() -> None:
-        nonlocal firsts, members, texts
-        chunks.append(_Chunk(group, firsts, members, texts))
-        firsts, members, texts = [], [], []
-
-    start = 0
-    for unit in [*units, None]:
-        end = len(keys) if unit is None else bisect.bisect_left(keys, unit[0], start)
-        while start < end:
-            if not firsts and end - start >= CHUNK_FAMILIES:
-                chunks.append(_Chunk.lone(group, list(keys[start:start + CHUNK_FAMILIES])))
-                start += CHUNK_FAMILIES
-                continue
-            stop = min(end, start + CHUNK_FAMILIES - len(firsts))
-            firsts += keys[start:stop]
-            members += itertools.repeat(None, stop - start)
-            texts += lone_texts(group, names[start:stop])
-            start = stop
-            if len(firsts) == CHUNK_FAMILIES:
-                close()
-        if unit is not None:
-            firsts.append(unit[0])
-            members.append(unit[1])
-            texts.append(unit[2])
-            if len(firsts) == CHUNK_FAMILIES:
-                close()
-    if firsts:
-        close()
-    return chunks
-
-
-def _planned(plan: Plan) -> dict[int, list[_Unit]]:
+def _planned(plan: Plan) -> dict[int, list[Unit]]:
     """The families of `plan` as units, by the kind of their first key."""
-    planned: dict[int, list[_Unit]] = {COUNTERS: [], TIMERS: [], GAUGES: [], SETS: []}
+    planned: dict[int, list[Unit]] = {COUNTERS: [], TIMERS: [], GAUGES: [], SETS: []}
     names, labels, member_of = plan.names, plan.labels, plan.member_of
     member_groups, member_keys = plan.member_groups, plan.member_keys
     family_names, kinds, docs = plan.family_names, plan.kinds, plan.docs
@@ -217,7 +80,7 @@ def _planned(plan: Plan) -> dict[int, list[_Unit]]:
 
 
 def _add_unit(
-    planned: dict[int, list[_Unit]],
+    planned: dict[int, list[Unit]],
     family: list[int],
     texts: list[str],
     groups: Sequence[int],
@@ -228,19 +91,6 @@ def _add_unit(
     members = (tuple((groups[m], keys[m]) for m in family)
                if len(family) > 1 or group == TIMERS else None)
     planned[group].append((keys[family[0]], members, ''.join(texts)))
-
-
-def _texts(values: Sequence[float]) -> tuple[float | str, ...]:
-    """`values` for ``%s``: floatToGoString's text where it is not repr's.
-
-    Sums and compares in C first: all finite (the sum is then finite,
-    see _finite) and below :data:`_GO_EXPONENT` is the common case.
-    """
-    whole = sum(values)
-    if whole - whole == 0 and (not values or max(values) < _GO_EXPONENT):
-        return tuple(values)
-    go = typing.cast(Callable[[float], str], floatToGoString)
-    return tuple(v if -math.inf < v < _GO_EXPONENT else go(v) for v in values)
 
 
 class Layout:
@@ -273,7 +123,7 @@ class Layout:
         self.chunks = [
             chunk
             for group in (COUNTERS, TIMERS, GAUGES, SETS)
-            for chunk in _chunked(group, planned[group], lone.keys[group], lone.names[group])
+            for chunk in chunked(group, planned[group], lone.keys[group], lone.names[group])
         ]
         self.firsts = [(chunk.group, chunk.keys[0]) for chunk in self.chunks]
 
@@ -349,7 +199,7 @@ class Layout:
         self._apply(edits, gone)
         return True
 
-    def _locate(self, group: int, key: str) -> tuple[_Chunk, int] | None:
+    def _locate(self, group: int, key: str) -> tuple[Chunk, int] | None:
         """The chunk and place of the family `key` of `group` comes first in."""
         index = bisect.bisect_right(self.firsts, (group, key)) - 1
         if index < 0 or self.chunks[index].group != group:
@@ -362,7 +212,7 @@ class Layout:
 
     def _edits(
         self, gone: list[tuple[int, str]], new: list[tuple[int, str]], state: State
-    ) -> dict[_Chunk, tuple[set[str], list[_Unit]]] | None:
+    ) -> dict[Chunk, tuple[set[str], list[Unit]]] | None:
         """What each chunk loses and gains, or None if a plan is needed.
 
         Updates the family names as it goes; a layout it returns None for
@@ -376,7 +226,7 @@ class Layout:
                 for suffix, kinds in SUFFIX_KINDS
             )
 
-        edits: dict[_Chunk, tuple[set[str], list[_Unit]]] = {}
+        edits: dict[Chunk, tuple[set[str], list[Unit]]] = {}
         for group, key in gone:
             if (group, key) in self.losers:
                 continue
@@ -410,7 +260,7 @@ class Layout:
             elif index < len(self.chunks) and self.chunks[index].group == group:
                 chunk = self.chunks[index]
             else:  # the first family of its kind of metric
-                chunk = _Chunk(group, [], [], [])
+                chunk = Chunk(group, [], [], [])
                 self.firsts.insert(index, (group, key))
                 self.chunks.insert(index, chunk)
             edits.setdefault(chunk, (set(), []))[1].append(
@@ -419,11 +269,11 @@ class Layout:
 
     def _apply(
         self,
-        edits: dict[_Chunk, tuple[set[str], list[_Unit]]],
+        edits: dict[Chunk, tuple[set[str], list[Unit]]],
         gone: list[tuple[int, str]],
     ) -> None:
         """Make the chunks `edits` says; forget the keys left out that went."""
-        chunks: list[_Chunk] = []
+        chunks: list[Chunk] = []
         for chunk in self.chunks:
             if chunk not in edits:
                 chunks.append(chunk)
@@ -432,7 +282,7 @@ class Layout:
             units = [unit for unit in chunk.units() if unit[0] not in removed]
             units.extend(added)
             units.sort(key=operator.itemgetter(0))  # each part sorted already
-            chunks.extend(_chunked(chunk.group, units))
+            chunks.extend(chunked(chunk.group, units))
         self.chunks = chunks
         self.firsts = [(chunk.group, chunk.keys[0]) for chunk in chunks]
         for key in gone:

@@ -15,6 +15,7 @@ import itertools
 import operator
 import typing
 
+from sprockets_statsd.server._promnames import prometheus_names
 from sprockets_statsd.server._promplan import (
     COUNTERS,
     GAUGES,
@@ -23,7 +24,6 @@ from sprockets_statsd.server._promplan import (
     TIMERS,
     State,
     family_of,
-    prometheus_names,
 )
 
 __all__ = ['Lone', 'split_lone']

@@ -41,13 +41,12 @@ from prometheus_client.registry import Collector
 from sprockets_statsd.server._finite import saturate, saturated, total
 from sprockets_statsd.server._jsnumber import js_round
 from sprockets_statsd.server._promlayout import Layout
+from sprockets_statsd.server._promnames import prometheus_labels, prometheus_name
 from sprockets_statsd.server._promplan import (
     Plan,
     State,
     Timer,
     make_plan,
-    prometheus_labels,
-    prometheus_name,
 )
 from sprockets_statsd.server._timerstats import histogram_bins
 from sprockets_statsd.server.aggregator import Snapshot

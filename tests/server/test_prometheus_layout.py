@@ -7,7 +7,14 @@ import random
 
 import pytest
 
-from sprockets_statsd.server import _promlayout, _promlone, _promplan, prometheus
+from sprockets_statsd.server import (
+    _promchunk,
+    _promlayout,
+    _promlone,
+    _promnames,
+    _promplan,
+    prometheus,
+)
 from sprockets_statsd.server.aggregator import Aggregator
 from sprockets_statsd.server.config import AggregatorConfig
 from sprockets_statsd.server.prometheus import StatsdCollector
@@ -82,7 +89,7 @@ def test_collisions_are_tracked_as_keys_come_and_go() -> None:
 def test_many_keys_across_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Keys inserted into and dropped from small pieces of kept text keep
     the order of a full plan, pieces split, emptied and started."""
-    monkeypatch.setattr(_promlayout, 'CHUNK_FAMILIES', 4)
+    monkeypatch.setattr(_promchunk, 'CHUNK_FAMILIES', 4)
     kept = Kept()
     rng = random.Random(7)
     pool = [f'{kind}{i:02d}:{i}|{kind}' for i in range(40) for kind in 'cgs']
@@ -189,9 +196,9 @@ def test_names_in_bulk_are_each_keys_name() -> None:
                        for _ in range(rng.randrange(1, 12))})
         if rng.random() < 0.1:
             keys.append('line\nfeed')  # none arrives so, but the rule holds
-        assert _promplan.prometheus_names(keys) == [
-            _promplan.prometheus_name(key) for key in keys]
-    assert _promplan.prometheus_names([]) == []
+        assert _promnames.prometheus_names(keys) == [
+            _promnames.prometheus_name(key) for key in keys]
+    assert _promnames.prometheus_names([]) == []
 
 
 @pytest.mark.parametrize('group', [_promplan.COUNTERS, _promplan.GAUGES, _promplan.SETS])
@@ -238,7 +245,7 @@ def test_lone_and_planned_families_interleave_across_chunks(
 ) -> None:
     """Many lone keys and a few planned ones (tagged, colliding), in small
     pieces of text: every new layout gives generate_latest's bytes."""
-    monkeypatch.setattr(_promlayout, 'CHUNK_FAMILIES', 3)
+    monkeypatch.setattr(_promchunk, 'CHUNK_FAMILIES', 3)
     rng = random.Random(seed)
     kept = Kept()
     for _ in range(8):
@@ -256,7 +263,7 @@ def test_merge_keeps_a_laid_out_text_current(monkeypatch: pytest.MonkeyPatch) ->
     whole chunks of lone keys), made anew when keys change; once a scrape
     has asked for the text, each merge brings it to the new keys (or plans
     it anew) and keeps all of it, so that a scrape only writes the values."""
-    monkeypatch.setattr(_promlayout, 'CHUNK_FAMILIES', 2)
+    monkeypatch.setattr(_promchunk, 'CHUNK_FAMILIES', 2)
     kept = Kept()
     collector = kept.collector
     kept.flush(b'a:1|c\nb:1|c\nz:1|g')
@@ -300,7 +307,7 @@ def test_a_first_scrape_keeps_no_text_of_whole_chunks_of_lone_keys(
     """A first scrape leaves the text of whole chunks of lone families
     unkept (made from their keys when needed); the next merge keeps it;
     keys that come and go in either state give generate_latest's bytes."""
-    monkeypatch.setattr(_promlayout, 'CHUNK_FAMILIES', 4)
+    monkeypatch.setattr(_promchunk, 'CHUNK_FAMILIES', 4)
     kept = Kept()
     lines = [f'c{i}:{i}|c' for i in range(10)] + ['g.1:1|g', 'g_1:2|g', 't:1|ms']
     collector = kept.collector

@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 
 from sprockets_statsd.server import graphite
-from sprockets_statsd.server.aggregator import Snapshot
+from sprockets_statsd.server._snapshot import Snapshot
 
 __all__ = ['Sink']
 

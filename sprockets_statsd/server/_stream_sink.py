@@ -28,7 +28,7 @@ from sprockets_statsd.server import graphite
 from sprockets_statsd.server._buffer import BufferedSink, Payload, wait_and_clear
 from sprockets_statsd.server._jsnumber import js_round
 from sprockets_statsd.server._memory import release_free_memory
-from sprockets_statsd.server.aggregator import Snapshot
+from sprockets_statsd.server._snapshot import Snapshot
 from sprockets_statsd.server.config import (
     DEFAULT_BUFFER_BYTES,
     DEFAULT_BUFFER_FLUSHES,

@@ -18,8 +18,9 @@ from sprockets_statsd.server._admission import (
     Admission,
 )
 from sprockets_statsd.server._extras import needs_extra
+from sprockets_statsd.server._snapshot import Snapshot
 from sprockets_statsd.server.admin import AdminServer, Console
-from sprockets_statsd.server.aggregator import Aggregator, Snapshot
+from sprockets_statsd.server.aggregator import Aggregator
 from sprockets_statsd.server.config import (
     DEFAULT_PORT,
     DEFAULT_SHUTDOWN_TIMEOUT,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from sprockets_statsd.server.aggregator import Snapshot
+from sprockets_statsd.server._snapshot import Snapshot
 
 __all__ = ['HEALTH_DOWN', 'HEALTH_UP', 'ServerStatus']
 

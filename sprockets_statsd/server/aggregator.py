@@ -2,10 +2,8 @@
 
 Strategy: :meth:`Aggregator.receive` is the server's hot path.  It parses
 straight into the aggregation dictionaries with the helpers of
-:mod:`.parser` (the one copy of the grammar) and memoises their results:
-received names (with their DogStatsD tags) map to stored keys, and the
-bodies after the name (``1|c|#env:prod``) map to parsed values, so a
-repeated ``1|c`` is parsed once.  Both memos are bounded.
+:mod:`.parser` (the one copy of the grammar), through the bounded memos of
+:mod:`._linememo`, so a repeated ``1|c`` is parsed once.
 :meth:`Aggregator.flush` then reproduces the reference's ``flushMetrics``:
 the lag gauge, ``process_metrics``, a snapshot for the sinks, and the idle
 rules.  The timer statistics of ``process_metrics``
@@ -23,10 +21,10 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, TypeVar
 
-from sprockets_statsd.errors import MetricParseError
 from sprockets_statsd.server import _timerstats
 from sprockets_statsd.server._finite import saturated
 from sprockets_statsd.server._jsnumber import js_round
+from sprockets_statsd.server._linememo import LineMemo
 from sprockets_statsd.server._snapshot import Snapshot
 from sprockets_statsd.server._timertotals import TimerTotals
 from sprockets_statsd.server.config import AggregatorConfig
@@ -36,18 +34,12 @@ from sprockets_statsd.server.parser import (
     Body,
     ParsedValue,
     is_blank,
-    make_key,
     other_line,
-    parse_body,
 )
 
 __all__ = ['Aggregator', 'MetricKind', 'Snapshot']
 
 
-# Bounds of the memos: enough for the names and common values of a busy
-# fleet, small enough (a few MB) that unique garbage cannot grow them.
-_MAX_KEYS = 50_000
-_MAX_BODIES = 20_000
 # How much of a bad line is kept for the log message.
 _MAX_LOGGED = 200
 
@@ -120,8 +112,7 @@ class Aggregator:
         self._gauges: dict[str, float] = {}
         self._gauge_ttl: dict[str, int] = {}
         self._sets: dict[str, set[str]] = {}
-        self._keys: dict[str, str] = {}
-        self._bodies: dict[str, Body | ParsedValue] = {}
+        self._memo = LineMemo(config)
         # 0 when gauges persist, so the hot path tests one integer.
         self._gauge_max_ttl = config.gauges_max_ttl if config.deletes_gauges else 0
         self._old_timestamp = 0
@@ -150,8 +141,9 @@ class Aggregator:
         timer_counters = self._timer_counters
         gauges = self._gauges
         sets = self._sets
-        keys = self._keys
-        bodies = self._bodies
+        memo = self._memo
+        keys = memo.keys
+        bodies = memo.bodies
         ttl = self._gauge_max_ttl
         room = self._room
         kept = self._config.max_timer_values
@@ -174,9 +166,9 @@ class Aggregator:
             lines += 1
             parsed = bodies.get(body)
             if parsed is None:
-                parsed = self._parse_body(body)
+                parsed = memo.body(body)
             counts: Body | None = None
-            if len(parsed) == 5:  # one sample and nothing else: _parse_body
+            if len(parsed) == 5:  # one sample and nothing else: LineMemo.body
                 values: tuple[ParsedValue, ...] = (parsed,)
             else:
                 counts = parsed
@@ -186,7 +178,7 @@ class Aggregator:
                     name = f'{name}\n{tags}'
             key = keys.get(name)
             if key is None:
-                key = self._make_key(name)
+                key = memo.key(name)
             if not key:
                 if not self._other_line(line):
                     bad += 1
@@ -297,44 +289,6 @@ class Aggregator:
         """Recompute how many names may still be created."""
         held = len(self._counters) + len(self._timers) + len(self._gauges) + len(self._sets)
         self._room = self._config.max_names - held
-
-    def _make_key(self, raw: str) -> str:
-        """Memoised :func:`.parser.make_key`; ``''`` for a bad name.
-
-        :param raw: the name, then ``\\n`` and the DogStatsD tags if any
-        """
-        name, _, tags = raw.partition('\n')
-        try:
-            key = make_key(
-                name,
-                tags,
-                sanitize=self._config.key_name_sanitize,
-                prefix=self._config.key_prefix,
-            )
-        except MetricParseError:
-            key = ''
-        if len(self._keys) >= _MAX_KEYS:
-            self._keys.clear()
-        self._keys[raw] = key
-        return key
-
-    def _parse_body(self, text: str) -> Body | ParsedValue:
-        """Memoised :func:`.parser.parse_body`.
-
-        A body of one good sample and nothing else, the common case, is
-        kept as that sample alone: a timer's values rarely repeat, and the
-        smaller entry makes the memo cheaper to fill.
-        """
-        parsed: Body | ParsedValue = parse_body(
-            text, keep_container_id=self._config.keep_container_id
-        )
-        values, tags, bad, unknown = parsed  # type: ignore[misc]
-        if len(values) == 1 and not (tags or bad or unknown):
-            parsed = values[0]
-        if len(self._bodies) >= _MAX_BODIES:
-            self._bodies.clear()
-        self._bodies[text] = parsed
-        return parsed
 
     def _note_bad(self, line: str) -> None:
         # Logged once per interval at flush time, never per line: a

@@ -580,17 +580,17 @@ def test_config_property() -> None:
 
 def test_memos_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     """The name and body memos are cleared when full, without losing data."""
-    from sprockets_statsd.server import aggregator as module
+    from sprockets_statsd.server import _linememo
 
-    monkeypatch.setattr(module, '_MAX_KEYS', 4)
-    monkeypatch.setattr(module, '_MAX_BODIES', 4)
+    monkeypatch.setattr(_linememo, '_MAX_KEYS', 4)
+    monkeypatch.setattr(_linememo, '_MAX_BODIES', 4)
     aggregator = Aggregator(AggregatorConfig())
     for i in range(20):
         aggregator.receive(b'k%d:%d|c' % (i % 6, i))
     snap = aggregator.flush(T0)
     assert sum(user_counters(snap).values()) == sum(range(20))
-    assert len(aggregator._keys) <= 4
-    assert len(aggregator._bodies) <= 4
+    assert len(aggregator._memo.keys) <= 4
+    assert len(aggregator._memo.bodies) <= 4
 
 
 def test_bad_lines_are_logged_once_per_interval(caplog: pytest.LogCaptureFixture) -> None:

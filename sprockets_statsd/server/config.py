@@ -10,7 +10,7 @@ from sprockets_statsd._ports import check_port
 from sprockets_statsd.errors import ConfigurationError
 from sprockets_statsd.server import binding, listeners
 from sprockets_statsd.server._admission import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS
-from sprockets_statsd.server.repeater import RepeatTarget
+from sprockets_statsd.server._repeattarget import RepeatTarget
 
 __all__ = [
     'DEFAULT_ADMIN_HOST',

@@ -6,31 +6,33 @@ sent on as it arrived, before it is parsed, to every ``--repeat`` target
 migration), over UDP or over one persistent TCP connection per target.
 """
 
-# Strategy: the pure part (targets, datagram packing, the bounded buffer)
-# touches no socket.  The shell never blocks the listeners: a UDP repeater
-# sends each packet with one non-blocking send() on a connected socket and
-# drops (and counts) what the kernel refuses; a TCP repeater appends the
-# packet to a bounded buffer and writes the buffer out once per turn of the
-# event loop, honouring the connection's flow control, reconnecting with
-# back-off while the target is away.  Drops are counted per repeater and
-# logged at most once per throttle interval.
+# Strategy: the pure part (the targets in _repeattarget; the datagram
+# packing and the bounded buffer in _repeatpacking) touches no socket.  The
+# shell never blocks the listeners: a UDP repeater sends each packet with
+# one non-blocking send() on a connected socket and drops (and counts) what
+# the kernel refuses; a TCP repeater appends the packet to a bounded buffer
+# and writes the buffer out once per turn of the event loop, honouring the
+# connection's flow control, reconnecting with back-off while the target is
+# away.  Drops are counted per repeater and logged at most once per
+# throttle interval.
 
 from __future__ import annotations
 
 import abc
 import asyncio
-import collections
 import contextlib
-import dataclasses
 import logging
 import socket
 import typing
 from collections.abc import Iterable, Sequence
 
-from sprockets_statsd._ports import check_port
 from sprockets_statsd._throttle import Throttle
-from sprockets_statsd.errors import ConfigurationError
-from sprockets_statsd.server.binding import format_address
+from sprockets_statsd.server._repeatpacking import (
+    PacketBuffer,
+    split_datagrams,
+    stream_bytes,
+)
+from sprockets_statsd.server._repeattarget import TCP, TRANSPORTS, UDP, RepeatTarget
 from sprockets_statsd.server.listeners import PacketReceiver
 
 __all__ = [
@@ -50,13 +52,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-UDP = 'udp'
-TCP = 'tcp'
-#: Names and wildcard addresses that reach this host whatever it binds.
-_LOOPBACK = frozenset({'localhost', '127.0.0.1', '::1', '0.0.0.0', '::'})
-#: The transports a target can name; the first is the default.
-TRANSPORTS = (UDP, TCP)
 
 #: Largest datagram a UDP repeater sends.  A received datagram no longer
 #: than this goes on untouched; a longer packet (lines read from a TCP
@@ -79,136 +74,6 @@ _WRITE_CHUNK = 64 * 1024
 DEFAULT_RECONNECT_DELAY = 0.5
 DEFAULT_RECONNECT_MAX_DELAY = 10.0
 DEFAULT_CONNECT_TIMEOUT = 5.0
-
-
-@dataclasses.dataclass(frozen=True)
-class RepeatTarget:
-    """Where a repeater sends: ``udp`` or ``tcp``, a host and a port.
-
-    :param transport: ``'udp'`` or ``'tcp'``
-    :param host: a name or address
-    :param port: 1 to 65535
-    :raises ConfigurationError: when a value cannot be used
-    """
-
-    transport: str
-    host: str
-    port: int
-
-    def __post_init__(self) -> None:
-        if self.transport not in TRANSPORTS:
-            raise ConfigurationError(
-                f'repeat: transport {self.transport!r} must be udp or tcp'
-            )
-        if not isinstance(self.host, str) or not self.host:
-            raise ConfigurationError(f'repeat: give a host, not {self.host!r}')
-        check_port(self.port, f'repeat: the port of {self.host!r}', text=False)
-
-    def is_bound_by(self, binds: Iterable[tuple[str, int]]) -> bool:
-        """Whether this target is plainly one of the server's own `binds`
-        (the same port, on a loopback name or the bound host), so that
-        repeating to it would send every packet round for ever.
-
-        Only what needs no name resolution is recognised.
-
-        :param binds: ``(host, port)`` of the server's UDP and TCP listeners
-        """
-        return any(
-            port == self.port and (self.host in _LOOPBACK or self.host == host)
-            for host, port in binds
-        )
-
-    def __str__(self) -> str:
-        return f'{self.transport}:{format_address((self.host, self.port))}'
-
-
-def split_datagrams(packet: bytes, limit: int) -> list[bytes]:
-    """Cut `packet` at line ends into datagrams of at most `limit` bytes.
-
-    A packet that fits is returned whole; otherwise whole lines are packed
-    greedily, and a line longer than `limit` becomes a datagram of its own.
-    Empty lines are left out.
-
-    :param packet: one received packet, lines separated by ``\\n``
-    :param limit: the largest datagram wanted, in bytes
-    """
-    if len(packet) <= limit:
-        return [packet]
-    datagrams: list[bytes] = []
-    current: list[bytes] = []
-    size = 0
-    for line in packet.split(b'\n'):
-        if not line:
-            continue
-        if current and size + 1 + len(line) > limit:
-            datagrams.append(b'\n'.join(current))
-            current, size = [], 0
-        size += len(line) + (1 if current else 0)
-        current.append(line)
-    if current:
-        datagrams.append(b'\n'.join(current))
-    return datagrams
-
-
-def stream_bytes(packet: bytes) -> bytes:
-    """`packet` as it goes on a stream: ending with a newline, so that the
-    next packet starts a line of its own."""
-    return packet if packet.endswith(b'\n') else packet + b'\n'
-
-
-class PacketBuffer:
-    """A bounded FIFO of packets, measured in bytes.
-
-    :param max_bytes: the most bytes held; when an append exceeds it the
-        oldest packets are dropped (a packet larger than the whole bound is
-        dropped itself)
-    """
-
-    def __init__(self, max_bytes: int) -> None:
-        if max_bytes < 1:
-            raise ConfigurationError(f'max_bytes={max_bytes!r}: use a whole number >= 1')
-        self.max_bytes = max_bytes
-        self._packets: collections.deque[bytes] = collections.deque()
-        #: Bytes held.
-        self.size = 0
-
-    def __len__(self) -> int:
-        """Packets held."""
-        return len(self._packets)
-
-    def append(self, packet: bytes) -> int:
-        """Keep `packet`; return how many packets were dropped to fit it."""
-        if len(packet) > self.max_bytes:
-            return 1
-        self._packets.append(packet)
-        self.size += len(packet)
-        dropped = 0
-        while self.size > self.max_bytes:
-            self.size -= len(self._packets.popleft())
-            dropped += 1
-        return dropped
-
-    def take(self, limit: int) -> tuple[bytes, int]:
-        """Remove the oldest packets, about `limit` bytes (at least one).
-
-        :returns: their bytes joined, and how many packets they were
-        """
-        taken: list[bytes] = []
-        size = 0
-        packets = self._packets
-        while packets and (not taken or size + len(packets[0]) <= limit):
-            packet = packets.popleft()
-            taken.append(packet)
-            size += len(packet)
-        self.size -= size
-        return b''.join(taken), len(taken)
-
-    def clear(self) -> int:
-        """Drop everything; return how many packets were dropped."""
-        count = len(self._packets)
-        self._packets.clear()
-        self.size = 0
-        return count
 
 
 class Repeater(abc.ABC):

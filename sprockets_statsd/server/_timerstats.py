@@ -7,108 +7,49 @@ module does the same with :func:`itertools.accumulate` instead of
 :func:`sum` compensates).  The order of the keys is the reference's
 emission order.
 
-The names of the statistics depend only on the configuration, so they are
-built once per threshold and bin (cached), not once per timer.
+The names of the statistics are :mod:`._timernames`.
 :class:`TimerStatistics` computes a whole flush's statistics on first use
 rather than in :meth:`.Aggregator.flush`: the first reader is a sink's
-render thread, so the event loop never waits for them.
+render thread, so the event loop never waits for them.  Most timers need
+no computing at all: :class:`._timerdata.TimerData` reads their statistics
+from their values.
 """
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
 import operator
-import re
 import threading
 import types
-from collections.abc import (
-    Callable,
-    ItemsView,
-    Iterable,
-    Iterator,
-    Mapping,
-    Sequence,
-    ValuesView,
-)
-from typing import TypeVar
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
-from sprockets_statsd.server._finite import saturate, saturated
-from sprockets_statsd.server._jsnumber import format_js_number, js_round
+from sprockets_statsd.server._finite import saturated
+from sprockets_statsd.server._jsnumber import js_round
+from sprockets_statsd.server._timerdata import TimerData
+from sprockets_statsd.server._timernames import (
+    histogram_key,
+    selected,
+    single_value_names,
+    threshold_names,
+)
 from sprockets_statsd.server._timertotals import TimerTotals
 from sprockets_statsd.server.config import AggregatorConfig
 
-_V = TypeVar('_V')
-
 __all__ = [
-    'SingleValue',
-    'TimerData',
     'TimerStatistics',
-    'bin_name',
     'histogram_bins',
     'idle_timer_stats',
-    'percent_suffix',
-    'single_value_names',
     'timer_stats',
     'with_totals',
 ]
-
-# ``upper_90``, ``mean_top5``... are selected by ``upper_percent`` etc.
-_PERCENT_KEY = re.compile(r'_(top)?\d+$')
-# Distinct thresholds, bounds and statistic names in use: a handful per
-# configuration, and a process has one configuration (tests a few dozen).
-_NAME_CACHE_SIZE = 1024
-
-
-@functools.lru_cache(maxsize=_NAME_CACHE_SIZE)
-def percent_suffix(pct: float) -> str:
-    """Name suffix of a threshold: ``90``, ``99_9``, ``top20``.
-
-    :param pct: the threshold as configured
-    """
-    return format_js_number(pct).replace('.', '_', 1).replace('-', 'top', 1)
-
-
-@functools.lru_cache(maxsize=_NAME_CACHE_SIZE)
-def bin_name(bound: float) -> str:
-    """Name of a histogram bin: ``bin_10``, ``bin_0_01``, ``bin_inf``.
-
-    :param bound: the bin's upper bound (``math.inf`` for the catch-all)
-    """
-    text = 'inf' if bound == math.inf else format_js_number(bound)
-    return 'bin_' + text.replace('.', '_', 1)
-
-
-@functools.lru_cache(maxsize=_NAME_CACHE_SIZE)
-def _threshold_names(pct: float) -> tuple[str, str, str, str, str]:
-    """``count_``, ``mean_``, ``upper_``/``lower_``, ``sum_``, ``sum_squares_`` names."""
-    suffix = percent_suffix(pct)
-    return (
-        'count_' + suffix,
-        'mean_' + suffix,
-        ('upper_' if pct > 0 else 'lower_') + suffix,
-        'sum_' + suffix,
-        'sum_squares_' + suffix,
-    )
-
-
-@functools.lru_cache(maxsize=_NAME_CACHE_SIZE)
-def _histogram_key(bound: float) -> str:
-    return 'histogram.' + bin_name(bound)
-
-
-@functools.lru_cache(maxsize=_NAME_CACHE_SIZE)
-def _selected(name: str, wanted: tuple[str, ...]) -> bool:
-    """Whether ``calculated_timer_metrics`` `wanted` keeps statistic `name`."""
-    return _PERCENT_KEY.sub('_percent', name.partition('.')[0]) in wanted
 
 
 def _keep(stats: dict[str, float], wanted: tuple[str, ...] | None) -> dict[str, float]:
     if not wanted:
         return stats
     return {
-        name: value for name, value in stats.items() if _selected(name, wanted)
+        name: value for name, value in stats.items() if selected(name, wanted)
     }
 
 
@@ -151,7 +92,7 @@ def timer_stats(
         square = low * low
         for pct in thresholds:
             count_name, mean_name, bound_name, sum_name, squares_name = (
-                _threshold_names(pct)
+                threshold_names(pct)
             )
             stats[count_name] = 1
             stats[mean_name] = low
@@ -182,7 +123,7 @@ def timer_stats(
                 total = sums[-1] - (sums[below] if below >= 0 else 0.0)
                 total_squares = squares[-1] - (squares[below] if below >= 0 else 0.0)
             count_name, mean_name, bound_name, sum_name, squares_name = (
-                _threshold_names(pct)
+                threshold_names(pct)
             )
             stats[count_name] = k
             stats[mean_name] = total / k
@@ -212,7 +153,7 @@ def timer_stats(
             start = i
             while i < n and values[i] < bound:
                 i += 1
-            stats[_histogram_key(bound)] = i - start
+            stats[histogram_key(bound)] = i - start
     return _keep(stats, wanted)
 
 
@@ -238,7 +179,7 @@ def with_totals(
     n = totals.count
     scale = n / sampled
     for pct in thresholds:
-        count_name, _, _, sum_name, squares_name = _threshold_names(pct)
+        count_name, _, _, sum_name, squares_name = threshold_names(pct)
         if count_name in stats:
             stats[count_name] = js_round(abs(pct) / 100 * n)
             stats[sum_name] *= scale
@@ -275,74 +216,6 @@ def histogram_bins(
         elif metric in key:
             return bins
     return ()
-
-
-@functools.lru_cache(maxsize=_NAME_CACHE_SIZE)
-def single_value_names(thresholds: tuple[float, ...]) -> tuple[str, ...]:
-    """The statistics of a timer with one value, in emission order.
-
-    :param thresholds: ``percent_thresholds``
-    """
-    names: list[str] = []
-    for pct in thresholds:
-        names.extend(_threshold_names(pct))
-    return (*names, *_SINGLE_VALUE_TAIL)
-
-
-# The statistics after the thresholds' (see timer_stats).
-_SINGLE_VALUE_TAIL = ('std', 'upper', 'lower', 'count', 'count_ps', 'sum',
-                      'sum_squares', 'mean', 'median')
-
-
-class SingleValue(Mapping[str, float]):
-    """The statistics of a timer that got one value, as :func:`timer_stats`.
-
-    Holds the value and the counts; the mapping is built when read.  Every
-    threshold's count is 1, ``std`` is 0, the sums are the value and its
-    square (saturated, see ``_finite``).
-
-    :param names: the statistics' names (:func:`single_value_names`)
-    :param value: the one value
-    :param count: the rate-scaled sample count
-    :param count_ps: the count per second
-    """
-
-    __slots__ = ('count', 'count_ps', 'names', 'value')
-
-    def __init__(
-        self, names: tuple[str, ...], value: float, count: float, count_ps: float
-    ) -> None:
-        self.names = names
-        self.value = value
-        self.count = count
-        self.count_ps = count_ps
-
-    @property
-    def square(self) -> float:
-        """The value's square, saturated."""
-        return saturate(self.value * self.value)
-
-    def values_in_order(self) -> tuple[float, ...]:
-        """The statistics' values, in the order of :attr:`names`."""
-        v, square = self.value, self.square
-        thresholds = (len(self.names) - len(_SINGLE_VALUE_TAIL)) // 5
-        return (1, v, v, v, square) * thresholds + (
-            0.0, v, v, self.count, self.count_ps, v, square, v, v)
-
-    def __getitem__(self, name: str) -> float:
-        return dict(zip(self.names, self.values_in_order(), strict=True))[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.names)
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def items(self) -> ItemsView[str, float]:
-        return dict(zip(self.names, self.values_in_order(), strict=True)).items()
-
-    def values(self) -> ValuesView[float]:
-        return dict(zip(self.names, self.values_in_order(), strict=True)).values()
 
 
 class TimerStatistics:
@@ -442,98 +315,3 @@ class TimerStatistics:
         data = TimerData(timers, counts, computed, single, interval, idle)
         elapsed = js_round((self._clock() - start) * 1000)
         return data, elapsed
-
-
-class TimerData(Mapping[str, Mapping[str, float]]):
-    """One flush's timer statistics, in the timers' order.
-
-    The statistics of a timer with one value or none (where no filter or
-    histogram applies) are read from the timer itself: a
-    :class:`SingleValue`, or the idle statistics.  The others were
-    computed.
-
-    :param timers: the raw values of each timer, sorted
-    :param counts: the rate-scaled sample count of each timer
-    :param computed: the statistics of every timer not read from its values
-    :param single: the statistics' names of a single value
-        (:func:`single_value_names`), or ``None`` when every timer is
-        in `computed`
-    :param interval: the flush interval in seconds, for ``count_ps``
-    :param idle: the statistics of a timer without values
-    """
-
-    __slots__ = ('_computed', '_counts', '_idle', '_interval', '_single', '_timers')
-
-    def __init__(
-        self,
-        timers: Mapping[str, Sequence[float]],
-        counts: Mapping[str, float],
-        computed: Mapping[str, Mapping[str, float]],
-        single: tuple[str, ...] | None,
-        interval: float,
-        idle: Mapping[str, float],
-    ) -> None:
-        self._timers = timers
-        self._counts = counts
-        self._computed = computed
-        self._single = single
-        self._interval = interval
-        self._idle = idle
-
-    def __getitem__(self, key: str) -> Mapping[str, float]:
-        stats = self._computed.get(key)
-        if stats is not None:
-            return stats
-        return self.stats_of(self._timers[key], self._counts[key])
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._timers)
-
-    def __len__(self) -> int:
-        return len(self._timers)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._timers
-
-    @property
-    def reads_values(self) -> bool:
-        """Whether some timers' statistics are read from their values
-        (:meth:`simple`, :meth:`stats_of`)."""
-        return self._single is not None
-
-    def stats_of(self, values: Sequence[float], count: float) -> Mapping[str, float]:
-        """The statistics of a timer with no value or one, and `count`.
-
-        :raises TypeError: when no timer is read from its values
-        """
-        if self._single is None:
-            raise TypeError('every timer of this flush has computed statistics')
-        if not values:
-            return self._idle
-        return SingleValue(self._single, values[0], count, count / self._interval)
-
-    def simple(self, keys: Sequence[str]) -> Iterator[tuple[Sequence[float], float]] | None:
-        """``(values, count)`` of each of `keys`, if every one of them is read
-        from its values (:meth:`stats_of`); otherwise ``None``.
-
-        An iterator, to be read once: it may reuse one tuple for every pair
-        (as ``zip`` does), which spares a flush of 100k timers as many
-        allocations (and the garbage collector's passes they would cause).
-
-        :param keys: timers of this flush
-        """
-        computed = self._computed
-        if self._single is None or (computed and any(map(computed.__contains__, keys))):
-            return None
-        return zip(_each(self._timers, keys), _each(self._counts, keys), strict=True)
-
-
-def _each(mapping: Mapping[str, _V], keys: Sequence[str]) -> Sequence[_V]:
-    """``mapping[key]`` for each of `keys`, looked up in C.
-
-    (``map(mapping.__getitem__, keys)`` calls a slot wrapper per key when
-    `mapping` is a ``MappingProxyType``: several times slower.)
-    """
-    if len(keys) == 1:
-        return (mapping[keys[0]],)
-    return operator.itemgetter(*keys)(mapping)  # type: ignore[no-any-return]

@@ -25,7 +25,7 @@ from typing import TypeVar
 from sprockets_statsd.server._finite import saturate
 from sprockets_statsd.server._jsnumber import format_js_number, js_round
 from sprockets_statsd.server._snapshot import Snapshot
-from sprockets_statsd.server._timerstats import SingleValue, TimerData
+from sprockets_statsd.server._timerdata import SingleValue, TimerData
 from sprockets_statsd.server.config import AggregatorConfig
 from sprockets_statsd.server.parser import sanitize_key
 

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sprockets_statsd.server import _jsnumber, _timerstats, graphite
+from sprockets_statsd.server import _jsnumber, _timerdata, _timernames, _timerstats, graphite
 from sprockets_statsd.server._finite import saturated
 from sprockets_statsd.server._jsnumber import format_js_number, js_round
 from sprockets_statsd.server.aggregator import Aggregator, Snapshot
@@ -395,7 +395,7 @@ def reference_timer_stats(
     if wanted:
         stats = {
             k: v for k, v in stats.items()
-            if _timerstats._PERCENT_KEY.sub('_percent', k.partition('.')[0]) in wanted
+            if _timernames._PERCENT_KEY.sub('_percent', k.partition('.')[0]) in wanted
         }
     return stats
 
@@ -467,7 +467,7 @@ def test_single_value_statistics_are_timer_stats(
         {'t': (value,), 'u': (1.0, 2.0)}, {'t': 2.5, 'u': 2}, config, frozen
     ).data
     single = computed['t']
-    assert isinstance(single, _timerstats.SingleValue)
+    assert isinstance(single, _timerdata.SingleValue)
     expected = saturated(_timerstats.timer_stats(
         (value,), 2.5, 4, thresholds, (), None))
     assert list(single.items()) == list(expected.items())
@@ -475,10 +475,10 @@ def test_single_value_statistics_are_timer_stats(
     assert list(single.values()) == list(expected.values())
     assert len(single) == len(expected)
     assert single['count_ps'] == expected['count_ps']
-    assert not isinstance(computed['u'], _timerstats.SingleValue)
+    assert not isinstance(computed['u'], _timerdata.SingleValue)
     filtered = AggregatorConfig(calculated_timer_metrics=('count',))
     assert not isinstance(_timerstats.TimerStatistics(
-        {'t': (value,)}, {'t': 1}, filtered, frozen).data['t'], _timerstats.SingleValue)
+        {'t': (value,)}, {'t': 1}, filtered, frozen).data['t'], _timerdata.SingleValue)
 
 
 # -- timers with one value ---------------------------------------------------
@@ -527,7 +527,7 @@ def test_timer_data_reads_one_value_and_idle_timers_from_the_timers() -> None:
         {'a': (2.0,), 'b': (1.0, 3.0), 'c': (), 'd': (5.0,)},
         {'a': 2.0, 'b': 2.0, 'c': 0.0, 'd': 1.0}, config, frozen,
     ).data
-    assert isinstance(data, _timerstats.TimerData)
+    assert isinstance(data, _timerdata.TimerData)
     assert list(data) == ['a', 'b', 'c', 'd']
     assert len(data) == 4
     assert 'a' in data
@@ -539,7 +539,7 @@ def test_timer_data_reads_one_value_and_idle_timers_from_the_timers() -> None:
     assert list(data.simple(['a', 'c', 'd']) or ()) == [((2.0,), 2.0), ((), 0.0), ((5.0,), 1.0)]
     assert list(data.simple(['d']) or ()) == [((5.0,), 1.0)]
     assert data.simple(['a', 'b']) is None
-    assert isinstance(data.stats_of((7.0,), 1.0), _timerstats.SingleValue)
+    assert isinstance(data.stats_of((7.0,), 1.0), _timerdata.SingleValue)
     assert data.stats_of((), 0.0) is data['c']
     with pytest.raises(KeyError):
         data['x']
@@ -551,7 +551,7 @@ def test_timer_data_without_single_values() -> None:
     config = AggregatorConfig(calculated_timer_metrics=('count',))
     data = _timerstats.TimerStatistics(
         {'a': (2.0,), 'c': ()}, {'a': 1.0, 'c': 0.0}, config, frozen).data
-    assert isinstance(data, _timerstats.TimerData)
+    assert isinstance(data, _timerdata.TimerData)
     assert not data.reads_values
     assert data.simple(['a']) is None
     assert dict(data['a']) == {'count': 1}

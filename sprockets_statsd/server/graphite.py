@@ -8,7 +8,8 @@
 # name is built once, not once per statistic.  Each distinct value is
 # formatted once per flush, together with the timestamp and newline after
 # it.  Where the backend must clean names (key_name_sanitize off), the
-# cleaned names are kept between flushes, since keys mostly persist.
+# cleaned names are kept between flushes (see _graphitenames), since keys
+# mostly persist.
 # Keeping every key's finished names instead was measured slower: a lookup
 # in a dictionary of 100k names costs more than the appends it saves.
 
@@ -16,18 +17,17 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import islice
 from typing import TypeVar
 
 from sprockets_statsd.server._finite import saturate
+from sprockets_statsd.server._graphitenames import Names, dotted, forget_cleaned_names
 from sprockets_statsd.server._jsnumber import format_js_number, js_round
 from sprockets_statsd.server._snapshot import Snapshot
 from sprockets_statsd.server._timerdata import SingleValue, TimerData
 from sprockets_statsd.server.config import AggregatorConfig
-from sprockets_statsd.server.parser import sanitize_key
 
 __all__ = ['CHUNK_NAMES', 'GraphiteStats', 'format_js_number', 'render', 'render_chunks']
 
@@ -40,10 +40,6 @@ _MAX_VALUES = 50_000
 # threshold), so a few MB at most.  A counter's block is a tuple of texts
 # the value memo holds, so counters keep up to _MAX_VALUES of them.
 _MAX_BLOCKS = 4096
-# The cleaned names are dropped when there are more of them than twice the
-# keys of the flush being rendered, plus this: names that are gone stop
-# holding memory, and one flush's worth is rebuilt.
-_SANITIZED_SLACK = 4096
 
 #: Names rendered per chunk: a few hundred KB of text, so that a sink can
 #: send a flush piece by piece instead of holding all of it (80 MB for a
@@ -56,11 +52,6 @@ _K = TypeVar('_K')
 _V = TypeVar('_V')
 # A timer read from its values: ``(values, count)`` (see TimerData.simple).
 _TimerKey = tuple[Sequence[float], float]
-
-# A key -> the key as sent with key_name_sanitize off, shared by every render
-# (it depends on nothing else).  Threads only add entries or clear it.
-_sanitized: dict[str, str] = {}
-
 
 @dataclasses.dataclass
 class GraphiteStats:
@@ -79,84 +70,6 @@ class GraphiteStats:
     last_exception: int | None = None
     flush_time: float = 0
     flush_length: int = 0
-
-
-@dataclasses.dataclass(frozen=True)
-class _Names:
-    """The namespaces of the reference backend's ``init``."""
-
-    global_ns: tuple[str, ...]
-    counter: tuple[str, ...]
-    timer: tuple[str, ...]
-    gauge: tuple[str, ...]
-    set: tuple[str, ...]
-    suffix: str
-    sanitize: bool
-
-    @classmethod
-    def of(cls, config: AggregatorConfig) -> _Names:
-        if config.legacy_namespace:
-            base: tuple[str, ...] = ('stats',)
-            parts = ('', 'timers', 'gauges', 'sets')
-        else:
-            base = (config.global_prefix,) if config.global_prefix else ()
-            parts = (
-                config.prefix_counter,
-                config.prefix_timer,
-                config.prefix_gauge,
-                config.prefix_set,
-            )
-        counter, timer, gauge, set_ = (base + ((p,) if p else ()) for p in parts)
-        suffix = '.' + config.global_suffix if config.global_suffix else ''
-        return cls(
-            base, counter, timer, gauge, set_, suffix, not config.key_name_sanitize
-        )
-
-    def format(self, namespace: Sequence[str], key: str, *extra: str) -> str:
-        """Join namespace, name and `extra`, then the suffix, then the tags."""
-        name, semicolon, tags = key.partition(';')
-        if self.sanitize:
-            # With key_name_sanitize off the backend cleans the name part.
-            name = sanitize_key(name)
-        return (
-            '.'.join((*namespace, name, *extra))
-            + self.suffix
-            + semicolon
-            + tags
-        )
-
-    def split(self, key: str) -> tuple[str, str]:
-        """The name part of `key` as sent, and what follows it: suffix, tags."""
-        if self.sanitize:
-            # With key_name_sanitize off the backend cleans the name part,
-            # as the reference does.  It also cleans what would break the
-            # line in the tags (whitespace, control characters), which the
-            # reference lets through, and never leaves the name empty: one
-            # well-formed line per metric, whatever was received.
-            clean = _sanitized.get(key)
-            if clean is None:
-                name, semicolon, tags = key.partition(';')
-                clean = (sanitize_key(name) or '_') + semicolon + _line_safe(tags)
-                _sanitized[key] = clean
-            key = clean
-        name, semicolon, tags = key.partition(';')
-        return name, self.suffix + semicolon + tags
-
-
-# Whitespace (as the reference's name cleaning sees it) and the control
-# characters: what would split or end a plaintext line.
-_WHITESPACE_RUN = re.compile(r'[\s\ufeff]+')
-_CONTROL = re.compile('[\x00-\x1f\x7f-\x9f]')
-
-
-def _line_safe(text: str) -> str:
-    """`text` with whitespace runs as ``_`` and control characters removed."""
-    return _CONTROL.sub('', _WHITESPACE_RUN.sub('_', text))
-
-
-def _dotted(namespace: Sequence[str]) -> str:
-    """A namespace as a name prefix: ``stats.timers.``, or ``''``."""
-    return ''.join(part + '.' for part in namespace)
 
 
 class _Memo(dict[_K, _V]):
@@ -211,17 +124,17 @@ _Blocks = _Memo[_K, tuple[str, ...]]
 def _counter_chunks(
     snapshot: Snapshot,
     config: AggregatorConfig,
-    names: _Names,
+    names: Names,
     end: str,
     size: int,
 ) -> Iterator[str]:
     """The counters' rate lines and, with ``flush_counts``, count lines."""
     suffix = names.suffix
     if config.legacy_namespace:
-        rate_head, rate_extra = _dotted(names.counter), ''
+        rate_head, rate_extra = dotted(names.counter), ''
         count_head, count_extra = 'stats_counts.', ''
     else:
-        rate_head = count_head = _dotted(names.counter)
+        rate_head = count_head = dotted(names.counter)
         rate_extra, count_extra = '.rate', '.count'
     flush_counts = config.flush_counts
     interval = snapshot.flush_interval
@@ -282,12 +195,12 @@ def _timer_block(
 
 def _timer_chunks(
     timer_data: Mapping[str, Mapping[str, float]],
-    names: _Names,
+    names: Names,
     values: _Values,
     size: int,
 ) -> Iterator[str]:
     """Every statistic of every timer."""
-    timer_ns = _dotted(names.timer)
+    timer_ns = dotted(names.timer)
     suffix = names.suffix
     plain = not names.sanitize
     blocks: _Blocks[_TimerKey] | None = None
@@ -336,12 +249,12 @@ def _one_line_chunks(
     pairs: Iterable[tuple[str, float]],
     namespace: Sequence[str],
     extra: str,
-    names: _Names,
+    names: Names,
     values: _Values,
     size: int,
 ) -> Iterator[str]:
     """One line per key: the gauges, or the sets' counts (`extra` ``.count``)."""
-    head = _dotted(namespace)
+    head = dotted(namespace)
     end = extra + names.suffix
     plain = not names.sanitize
     for chunk in _chunked(pairs, size):
@@ -364,7 +277,7 @@ def _own_lines(
     snapshot: Snapshot,
     config: AggregatorConfig,
     stats: GraphiteStats,
-    names: _Names,
+    names: Names,
     end: str,
     busy: float,
 ) -> str:
@@ -433,7 +346,7 @@ def render(
     """
     timer_data = snapshot.timer_data
     start = timer()
-    names = _Names.of(config)
+    names = Names.of(config)
     end = f' {snapshot.timestamp}\n'
     # Encoded piece by piece into one buffer, whose bytes getvalue() hands
     # over without a copy: the payload is held once, not three times (the
@@ -478,7 +391,7 @@ def render_chunks(
     timer_data = snapshot.timer_data
     start = timer()
     busy = 0.0
-    names = _Names.of(config)
+    names = Names.of(config)
     end = f' {snapshot.timestamp}\n'
     for chunk in _body(snapshot, timer_data, config, names, end, chunk_names):
         busy += timer() - start
@@ -492,7 +405,7 @@ def _body(
     snapshot: Snapshot,
     timer_data: Mapping[str, Mapping[str, float]],
     config: AggregatorConfig,
-    names: _Names,
+    names: Names,
     end: str,
     size: int,
 ) -> Iterator[str]:
@@ -503,5 +416,4 @@ def _body(
     yield from _one_line_chunks(snapshot.gauges.items(), names.gauge, '', names, values, size)
     sizes = ((key, len(members)) for key, members in snapshot.sets.items())
     yield from _one_line_chunks(sizes, names.set, '.count', names, values, size)
-    if len(_sanitized) > 2 * snapshot.num_stats + _SANITIZED_SLACK:
-        _sanitized.clear()
+    forget_cleaned_names(snapshot.num_stats)

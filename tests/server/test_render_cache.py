@@ -19,7 +19,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sprockets_statsd.server import _jsnumber, _timerdata, _timernames, _timerstats, graphite
+from sprockets_statsd.server import (
+    _graphitenames,
+    _jsnumber,
+    _timerdata,
+    _timernames,
+    _timerstats,
+    graphite,
+)
 from sprockets_statsd.server._finite import saturated
 from sprockets_statsd.server._jsnumber import format_js_number, js_round
 from sprockets_statsd.server.aggregator import Aggregator, Snapshot
@@ -196,7 +203,7 @@ def test_chunks_join_to_the_whole_payload(config: AggregatorConfig, size: int) -
                                              chunk_names=size))
         assert b''.join(chunks) == graphite.render(snapshot, config, stats, timer=frozen)
         own = chunks.pop().decode().split('\n')
-        assert own[0].split(' ')[0].endswith(f'numStats{graphite._Names.of(config).suffix}')
+        assert own[0].split(' ')[0].endswith(f'numStats{_graphitenames.Names.of(config).suffix}')
         assert all(chunk.endswith(b'\n') for chunk in chunks)
         # Each kind of metric is cut into pieces of `size` names.
         assert len(chunks) == sum(
@@ -251,8 +258,8 @@ def test_the_value_memo_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_cleaned_names_are_bounded_by_the_flush(monkeypatch: pytest.MonkeyPatch) -> None:
     """The memo of names cleaned by the backend drops names that are gone."""
-    monkeypatch.setattr(graphite, '_sanitized', {})
-    monkeypatch.setattr(graphite, '_SANITIZED_SLACK', 0)
+    monkeypatch.setattr(_graphitenames, '_sanitized', {})
+    monkeypatch.setattr(_graphitenames, '_SANITIZED_SLACK', 0)
     config = AggregatorConfig(key_name_sanitize=False, delete_idle_stats=True)
     aggregator = Aggregator(config, timer=frozen)
     stats = graphite.GraphiteStats()
@@ -266,8 +273,8 @@ def test_cleaned_names_are_bounded_by_the_flush(monkeypatch: pytest.MonkeyPatch)
         assert rendered_lines(snapshot, config, stats) == reference_render(
             snapshot, config, stats
         )
-        sizes.append(len(graphite._sanitized))
-        assert len(graphite._sanitized) <= 2 * snapshot.num_stats
+        sizes.append(len(_graphitenames._sanitized))
+        assert len(_graphitenames._sanitized) <= 2 * snapshot.num_stats
     # It grew with the names, and was emptied when they went.
     assert sizes[0] >= 200
     assert sizes[2] == 0

@@ -10,8 +10,9 @@ full, so that unique garbage cannot grow it.
 from __future__ import annotations
 
 from sprockets_statsd.errors import MetricParseError
+from sprockets_statsd.server._body import Body, ParsedValue, parse_body
 from sprockets_statsd.server.config import AggregatorConfig
-from sprockets_statsd.server.parser import Body, ParsedValue, make_key, parse_body
+from sprockets_statsd.server.parser import make_key
 
 __all__ = ['LineMemo']
 
@@ -61,7 +62,7 @@ class LineMemo:
         return key
 
     def body(self, text: str) -> Body | ParsedValue:
-        """Memoised :func:`.parser.parse_body`.
+        """Memoised :func:`._body.parse_body`.
 
         A body of one good sample and nothing else, the common case, is
         kept as that sample alone: a timer's values rarely repeat, and the

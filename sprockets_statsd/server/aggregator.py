@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal, TypeVar
 
 from sprockets_statsd.server import _timerstats
+from sprockets_statsd.server._body import Body, ParsedValue
 from sprockets_statsd.server._finite import saturated
 from sprockets_statsd.server._jsnumber import js_round
 from sprockets_statsd.server._linememo import LineMemo
@@ -31,8 +32,6 @@ from sprockets_statsd.server.config import AggregatorConfig
 from sprockets_statsd.server.parser import (
     LINE_EVENT,
     LINE_SERVICE_CHECK,
-    Body,
-    ParsedValue,
     is_blank,
     other_line,
 )

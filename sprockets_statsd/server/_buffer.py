@@ -26,6 +26,7 @@ from collections.abc import Iterable, Sequence
 
 from sprockets_statsd._throttle import Throttle
 from sprockets_statsd.server import graphite
+from sprockets_statsd.server._aggregatorconfig import AggregatorConfig
 from sprockets_statsd.server._jsnumber import js_round
 from sprockets_statsd.server._memory import release_free_memory
 from sprockets_statsd.server._sink import Sink
@@ -33,7 +34,6 @@ from sprockets_statsd.server._snapshot import Snapshot
 from sprockets_statsd.server.config import (
     DEFAULT_BUFFER_BYTES,
     DEFAULT_BUFFER_FLUSHES,
-    AggregatorConfig,
 )
 
 __all__ = ['BufferedSink', 'Payload', 'Rendered', 'wait_and_clear']

@@ -25,6 +25,7 @@ import concurrent.futures
 import logging
 import time
 
+from sprockets_statsd.server._aggregatorconfig import AggregatorConfig
 from sprockets_statsd.server._buffer import BufferedSink, Payload, wait_and_clear
 from sprockets_statsd.server._connection import Connection
 from sprockets_statsd.server._jsnumber import js_round
@@ -33,7 +34,6 @@ from sprockets_statsd.server.config import (
     DEFAULT_BUFFER_BYTES,
     DEFAULT_BUFFER_FLUSHES,
     DEFAULT_RECONNECT_MAX_DELAY,
-    AggregatorConfig,
 )
 
 __all__ = [

@@ -13,7 +13,7 @@ import dataclasses
 import re
 from collections.abc import Sequence
 
-from sprockets_statsd.server.config import AggregatorConfig
+from sprockets_statsd.server._aggregatorconfig import AggregatorConfig
 from sprockets_statsd.server.parser import sanitize_key
 
 __all__ = ['Names', 'dotted', 'forget_cleaned_names']

@@ -10,8 +10,8 @@ full, so that unique garbage cannot grow it.
 from __future__ import annotations
 
 from sprockets_statsd.errors import MetricParseError
+from sprockets_statsd.server._aggregatorconfig import AggregatorConfig
 from sprockets_statsd.server._body import Body, ParsedValue, parse_body
-from sprockets_statsd.server.config import AggregatorConfig
 from sprockets_statsd.server.parser import make_key
 
 __all__ = ['LineMemo']

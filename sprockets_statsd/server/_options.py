@@ -20,8 +20,8 @@ from sprockets_statsd._booleans import TRUE_WORDS as TRUE
 from sprockets_statsd._ports import MAX_PORT, check_port
 from sprockets_statsd.errors import ConfigurationError
 from sprockets_statsd.server import logs
+from sprockets_statsd.server._aggregatorconfig import AggregatorConfig
 from sprockets_statsd.server._repeattarget import TRANSPORTS, RepeatTarget
-from sprockets_statsd.server.config import AggregatorConfig
 
 __all__ = [
     'AGGREGATOR_FIELDS',

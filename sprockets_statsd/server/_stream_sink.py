@@ -25,6 +25,7 @@ import typing
 from collections.abc import Iterable
 
 from sprockets_statsd.server import graphite
+from sprockets_statsd.server._aggregatorconfig import AggregatorConfig
 from sprockets_statsd.server._buffer import BufferedSink, Payload, wait_and_clear
 from sprockets_statsd.server._jsnumber import js_round
 from sprockets_statsd.server._memory import release_free_memory
@@ -32,7 +33,6 @@ from sprockets_statsd.server._snapshot import Snapshot
 from sprockets_statsd.server.config import (
     DEFAULT_BUFFER_BYTES,
     DEFAULT_BUFFER_FLUSHES,
-    AggregatorConfig,
 )
 
 __all__ = ['StreamSink']

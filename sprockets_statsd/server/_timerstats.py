@@ -24,6 +24,7 @@ import threading
 import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
+from sprockets_statsd.server._aggregatorconfig import AggregatorConfig
 from sprockets_statsd.server._finite import saturated
 from sprockets_statsd.server._jsnumber import js_round
 from sprockets_statsd.server._timerdata import TimerData
@@ -34,7 +35,6 @@ from sprockets_statsd.server._timernames import (
     threshold_names,
 )
 from sprockets_statsd.server._timertotals import TimerTotals
-from sprockets_statsd.server.config import AggregatorConfig
 
 __all__ = [
     'TimerStatistics',

@@ -22,13 +22,13 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal, TypeVar
 
 from sprockets_statsd.server import _timerstats
+from sprockets_statsd.server._aggregatorconfig import AggregatorConfig
 from sprockets_statsd.server._body import Body, ParsedValue
 from sprockets_statsd.server._finite import saturated
 from sprockets_statsd.server._jsnumber import js_round
 from sprockets_statsd.server._linememo import LineMemo
 from sprockets_statsd.server._snapshot import Snapshot
 from sprockets_statsd.server._timertotals import TimerTotals
-from sprockets_statsd.server.config import AggregatorConfig
 from sprockets_statsd.server.parser import (
     LINE_EVENT,
     LINE_SERVICE_CHECK,

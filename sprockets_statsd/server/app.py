@@ -17,6 +17,7 @@ from sprockets_statsd.server._admission import (
     AcceptErrors,
     Admission,
 )
+from sprockets_statsd.server._aggregatorconfig import AggregatorConfig
 from sprockets_statsd.server._extras import needs_extra
 from sprockets_statsd.server._snapshot import Snapshot
 from sprockets_statsd.server.admin import AdminServer, Console
@@ -24,7 +25,6 @@ from sprockets_statsd.server.aggregator import Aggregator
 from sprockets_statsd.server.config import (
     DEFAULT_PORT,
     DEFAULT_SHUTDOWN_TIMEOUT,
-    AggregatorConfig,
     ServerConfig,
 )
 from sprockets_statsd.server.frames import FrameStore

@@ -15,6 +15,7 @@ import typing
 import sprockets_statsd
 from sprockets_statsd.errors import ConfigurationError
 from sprockets_statsd.server import _extras, app, daemon, logs
+from sprockets_statsd.server._aggregatorconfig import AggregatorConfig
 from sprockets_statsd.server._options import (
     AGGREGATOR_FIELDS,
     FALSE,
@@ -26,7 +27,7 @@ from sprockets_statsd.server._options import (
     options,
     parse_address,
 )
-from sprockets_statsd.server.config import AggregatorConfig, ServerConfig
+from sprockets_statsd.server.config import ServerConfig
 
 __all__ = ['build_parser', 'main', 'parse_address', 'settings_from']
 

@@ -22,12 +22,12 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import islice
 from typing import TypeVar
 
+from sprockets_statsd.server._aggregatorconfig import AggregatorConfig
 from sprockets_statsd.server._finite import saturate
 from sprockets_statsd.server._graphitenames import Names, dotted, forget_cleaned_names
 from sprockets_statsd.server._jsnumber import format_js_number, js_round
 from sprockets_statsd.server._snapshot import Snapshot
 from sprockets_statsd.server._timerdata import SingleValue, TimerData
-from sprockets_statsd.server.config import AggregatorConfig
 
 __all__ = ['CHUNK_NAMES', 'GraphiteStats', 'format_js_number', 'render', 'render_chunks']
 

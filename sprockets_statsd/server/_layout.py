@@ -64,11 +64,20 @@ class Layout:
         self._lay_out(keys, others)
 
     def _lay_out(self, keys: list[str], others: list[str]) -> None:
-        places = dict(zip(keys, range(len(keys)), strict=True))
-        self.shadowed = frozenset(filter(places.__contains__, others))
-        places.update(zip(others, itertools.count(-len(others))))
-        self.names = sorted(places)
-        self.places = array.array('q', map(places.__getitem__, self.names))
+        # Every name found by its place: ``keys + others`` indexed by a
+        # place gives a key's name for 0 and up, another name's for the
+        # negative places (counted from the end).  Sorting the places by
+        # their names sorts the names, with no dictionary of 500k names;
+        # the sort is stable and the other names' places come first, so a
+        # name that is a key and another name too has its two places side
+        # by side, the other name's (which shows) first.
+        named = keys + others
+        places = sorted(range(-len(others), len(keys)), key=named.__getitem__)
+        names = list(map(named.__getitem__, places))
+        twice = list(itertools.compress(
+            itertools.count(1), map(operator.eq, itertools.islice(names, 1, None), names)))
+        self.shadowed = frozenset(map(names.__getitem__, twice))
+        self.names, self.places, _ = _without(names, array.array('q', places), names, twice)
         self.texts = _texts(self.names)
 
     @classmethod

@@ -252,3 +252,48 @@ def test_reports_of_changing_names_are_the_bytes_of_json_dumps() -> None:
     for i, values in enumerate(counters):
         window = Window((frame(i, values, gauges={'c3': 5.0} if i % 2 else {}),))
         assert render(window, 0, layouts) == reference(window, 0)
+
+
+def dict_layout(
+    keys: list[str], others: list[str],
+) -> tuple[list[str], list[int], list[str], frozenset[str]]:
+    """The plain definition of a layout: a dictionary of every name's place,
+    a key's counted from the start and another name's from the end (which
+    wins for a name that is both), sorted; each name as json.dumps writes
+    a key."""
+    places = dict(zip(keys, range(len(keys)), strict=True))
+    shadowed = frozenset(name for name in others if name in places)
+    places.update(zip(others, range(-len(others), 0), strict=True))
+    names = sorted(places)
+    return (names, [places[name] for name in names],
+            [json.dumps({name: 0}, separators=(',', ':'))[1:-2] for name in names], shadowed)
+
+
+_PIECES = ['a', 'b', 'é', '€', '\U0001f600', '"', '\\', '\x00', '\x7f', '\n', 'stats.gauges.', ' ']
+_ANY_NAMES = st.lists(st.lists(st.sampled_from(_PIECES), max_size=4).map(''.join), unique=True)
+
+
+@given(_ANY_NAMES, st.data())
+def test_a_layout_is_the_dictionary_of_every_place_sorted(
+    pool: list[str], data: st.DataObject,
+) -> None:
+    """Keys and other names from one pool (so that some are both: the
+    other name's place shows and the name is shadowed), with empty,
+    non-ASCII, quoted, backslashed and control characters: laid out as the
+    plain definition with a dictionary gives them."""
+    some = st.lists(st.sampled_from(pool), unique=True) if pool else st.just([])
+    keys, others = data.draw(some), data.draw(some)
+    made = Layout(keys, others)
+    assert (made.names, list(made.places), made.texts, made.shadowed) == dict_layout(
+        keys, others)
+
+
+def test_a_large_layout_with_shadowed_names_is_the_dictionary_of_every_place() -> None:
+    """Thousands of keys, some of them other names too, in no sorted
+    order: the plain definition's layout."""
+    keys = [f'k{(i * 7919) % 5000:05d}' for i in range(5000)]
+    others = [*keys[::250], *(f'stats.timers.t{i}.sum' for i in range(100))]
+    made = Layout(keys, others)
+    assert len(made.shadowed) == 20
+    assert (made.names, list(made.places), made.texts, made.shadowed) == dict_layout(
+        keys, others)

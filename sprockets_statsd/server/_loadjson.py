@@ -17,7 +17,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import operator
 from collections.abc import Sequence
 
 from sprockets_statsd.server._layout import MAX_LAYOUTS, Layout, Layouts
@@ -77,8 +76,12 @@ def render(window: Window, last_frame_time: int, layouts: Layouts) -> bytes:
     chunks = []
     for start in range(0, len(layout.places), _CHUNK):
         shown = list(map(values.__getitem__, layout.places[start:start + _CHUNK]))
-        chunks.append(','.join(map(operator.add, layout.texts[start:start + _CHUNK],
-                                   _value_texts(shown))))
+        # Name, value, comma, ... placed by slices and joined once: half
+        # the cost of joining each name's text and value first.
+        pieces = [','] * (3 * len(shown) - 1)
+        pieces[0::3] = layout.texts[start:start + _CHUNK]
+        pieces[1::3] = _value_texts(shown)
+        chunks.append(''.join(pieces))
     return ''.join(
         ['{"last_frame_time":', str(last_frame_time), ',"Stat":{', ','.join(chunks), '}}']
     ).encode('ascii')

@@ -481,7 +481,7 @@ async def test_a_new_frame_keeps_the_default_window_ready_unasked() -> None:
         await asyncio.wait_for(sink.settled(), DEFAULT_TIMEOUT)
         complete = tuple((f.index, f.flushes) for f in frames.frames()[:-1])
         if value <= 3:
-            assert not sink._layouts._kept._kept  # not queried yet: nothing kept
+            assert not sink.reports._layouts._kept._kept  # not queried yet: nothing kept
             assert len(complete) < 2 or frames.sums.get(complete) is None
         if value == 3:
             await sink.load(1)
@@ -490,11 +490,11 @@ async def test_a_new_frame_keeps_the_default_window_ready_unasked() -> None:
     window = frames.window(15)
     keys, _ = window.counter_totals()
     names = (list(window.other_stat()), keys)
-    kept = sink._layouts._kept.get(names)  # laid out already, not by get()
+    kept = sink.reports._layouts._kept.get(names)  # laid out already, not by get()
     assert kept is not None
     body = await sink.load(15)
     assert json.loads(body) == http.load_report(frames, 15)
-    assert sink._layouts._kept.get(names) is kept
+    assert sink.reports._layouts._kept.get(names) is kept
     await asyncio.wait_for(sink.close(DEFAULT_TIMEOUT), DEFAULT_TIMEOUT)
 
 

@@ -15,8 +15,12 @@ brought 1,000 new names (inserted into the names laid out), and after the
 first flush of a new frame, once the sums of the complete frames are made
 again (which the load sink does in its thread for the windows asked for).
 Also printed: the CPU time the load sink's thread spends at each new frame
-to keep ``/15`` ready whether asked for or not (its complete frames'
-sum rolled on, its names laid out), and a first ``/15`` answer then.
+to keep ``/15`` ready once some ``/N`` has been asked for (its complete
+frames' sum rolled on, its names laid out), and a first ``/15`` answer
+then; and at each new frame of a server nobody has asked, which keeps only
+``/15``'s sum from its start, the CPU time of rolling it on, what it holds
+(``tracemalloc``, after the last frame), and the server's very first ``/15``
+(its names laid out by the answer).
 
 Run from the repository root::
 
@@ -64,14 +68,18 @@ def main(argv: list[str] | None = None) -> int:
         store.commit(frame)
         return merged - started, time.process_time() - merged
 
-    # What the load sink's thread keeps ready for /15 (kept apart from
-    # what the answers below make, which start from nothing).
-    ready_sums, ready_layouts = KeptSums(), Layouts()
+    # What the load sink's thread keeps ready for /15 once queried, and
+    # from the start (kept apart from what the answers below make, which
+    # start from nothing).
+    ready_sums, ready_layouts, start_sums = KeptSums(), Layouts(), KeptSums()
 
     def ready() -> Window:
         return Window(store.window(FRAMES).frames, ready_sums)
 
-    merges, readied = [], []
+    def from_start() -> Window:
+        return Window(store.window(FRAMES).frames, start_sums)
+
+    merges, readied, rolled = [], [], []
     for index in range(FRAMES):
         for packet in packets if index == 0 else packets[index % 3::3]:
             aggregator.receive(packet)
@@ -80,7 +88,14 @@ def main(argv: list[str] | None = None) -> int:
             started = time.process_time()
             prepare(ready(), ready_layouts)
             readied.append(time.process_time() - started)
+            if index == FRAMES - 1:
+                tracemalloc.start()
+            started = time.process_time()
+            from_start().keep_sums()
+            rolled.append(time.process_time() - started)
         now[0] += FRAME_LENGTH
+    held = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
     now[0] -= FRAME_LENGTH / 2  # within the last frame
     print(f'{args.names:,} counters x {FRAMES} frames')
     print('flush merged, CPU s in the worker thread: '
@@ -92,6 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     print('/15 kept ready at each new frame, CPU s in the worker thread: '
           + ' '.join(f'{cpu:.2f}' for cpu in readied)
           + f'; first answer then {time.process_time() - started:.2f}')
+    started = time.process_time()
+    render(from_start(), int(store.frame_start(store.current_index())), Layouts())
+    print('/15 sum kept from the start, CPU s in the worker thread: '
+          + ' '.join(f'{cpu:.2f}' for cpu in rolled)
+          + f' (the last holds {held / 2**20:.0f} MiB traced); the first /15 of the '
+          f'server then {time.process_time() - started:.2f}')
     layouts = Layouts()
 
     def answer(path: str, count: int, full: bool) -> tuple[float, bytes]:

@@ -301,6 +301,17 @@ class KeptSums:
         self._heads.keep(ids, made)
         return made.column
 
+    def forget_before(self, index: int) -> None:
+        """Drop the sums that hold a frame older than frame `index`.
+
+        Once the store no longer holds such a frame, no window takes it in
+        again, and no sum is rolled on from one (a roll drops one frame,
+        the frame that just left): each holds tens of MB at 500k counters.
+
+        :param index: the oldest frame that windows may still hold
+        """
+        self._heads.keep_only(lambda ids: not ids or ids[0][0] >= index)
+
     def is_exact(self, frame: FrameId, values: Collection[float]) -> bool:
         """:func:`exact` of a complete frame's values, remembered.
 

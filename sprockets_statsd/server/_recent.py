@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 __all__ = ['Recent']
@@ -37,3 +38,7 @@ class Recent(Generic[_K, _V]):
     def keep(self, key: _K, value: _V) -> None:
         """Keep `value` under `key`, dropping the oldest beyond the bound."""
         self._kept = ((key, value), *self._kept[:self._bound - 1])
+
+    def keep_only(self, wanted: Callable[[_K], bool]) -> None:
+        """Drop the values whose key is not `wanted`."""
+        self._kept = tuple(item for item in self._kept if wanted(item[0]))

@@ -73,6 +73,21 @@ def test_only_the_latest_sums_are_kept() -> None:
     assert sums.get(((1, 1),)) == ([], [])
 
 
+def test_sums_of_frames_older_than_an_index_are_forgotten() -> None:
+    """forget_before drops each sum that holds a frame older than the
+    index (windows no longer take it in) and keeps the others, in order."""
+    sums = KeptSums()
+    for ids in (((1, 1), (2, 1)), ((2, 1), (3, 1)), ((3, 2),)):
+        sums.keep(ids, ([], []))
+    sums.forget_before(2)
+    assert sums.get(((1, 1), (2, 1))) is None
+    assert sums.get(((2, 1), (3, 1))) == ([], [])
+    assert sums.get(((3, 2),)) == ([], [])
+    sums.forget_before(3)
+    assert sums.get(((2, 1), (3, 1))) is None
+    assert sums.get(((3, 2),)) == ([], [])
+
+
 def test_columns_in_another_order_are_merged_key_by_key() -> None:
     """A newest frame listing its keys in another order than the kept sum
     (a counter deleted and seen again) is merged key by key."""

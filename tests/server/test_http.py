@@ -465,15 +465,16 @@ async def test_a_new_frame_sums_the_complete_frames_of_the_windows_asked_for(
 
 
 async def test_a_new_frame_keeps_the_default_window_ready_unasked() -> None:
-    """Before any /N is asked for, nothing is kept ready; once one has
-    been (here /1), at each new frame the sum of /15's complete frames is
-    made (rolled on from the last frame's) and its names laid out, though
-    nobody asked for /15; its first answer then adds only the newest
+    """From the server's start, at each new frame, the sum of /15's
+    complete frames is made (rolled on from the last frame's), asked for
+    or not; its names are laid out too once some /N has been asked for
+    (here /1), never before; its first answer then adds only the newest
     frame and is the same as load_report's."""
     now = [6_000.0]
     frames = FrameStore(60.0, clock=lambda: now[0])
     sink = QueryService(frames, StatsdCollector(), ServerStatus(600.0))
     aggregator = Aggregator(AggregatorConfig())
+    layouts = sink.reports._layouts._kept
     for value in range(1, 7):
         now[0] += 60
         aggregator.receive(b'hits:%d|c\nmore.%d:1|c\nlatency:%d|ms' % (value, value, value))
@@ -481,20 +482,19 @@ async def test_a_new_frame_keeps_the_default_window_ready_unasked() -> None:
         await asyncio.wait_for(sink.settled(), DEFAULT_TIMEOUT)
         complete = tuple((f.index, f.flushes) for f in frames.frames()[:-1])
         if value <= 3:
-            assert not sink.reports._layouts._kept._kept  # not queried yet: nothing kept
-            assert len(complete) < 2 or frames.sums.get(complete) is None
+            assert not layouts.items()  # not queried yet: no names laid out
         if value == 3:
             await sink.load(1)
-        if value > 3:
+        if len(complete) >= 2:
             assert frames.sums.get(complete) is not None
     window = frames.window(15)
     keys, _ = window.counter_totals()
     names = (list(window.other_stat()), keys)
-    kept = sink.reports._layouts._kept.get(names)  # laid out already, not by get()
+    kept = layouts.get(names)  # laid out already, not by get()
     assert kept is not None
     body = await sink.load(15)
     assert json.loads(body) == http.load_report(frames, 15)
-    assert sink.reports._layouts._kept.get(names) is kept
+    assert layouts.get(names) is kept
     await asyncio.wait_for(sink.close(DEFAULT_TIMEOUT), DEFAULT_TIMEOUT)
 
 

@@ -44,7 +44,7 @@ def number(value: float) -> float | int | None:
     return value
 
 
-def prepare(window: Window, layouts: Layouts) -> None:
+def prepare(window: Window, layouts: Layouts, *, texts: bool = True) -> None:
     """Make and keep what the answers for `window` share; for a worker thread.
 
     The sum of its complete frames (see :meth:`.Window.keep_sums`) and the
@@ -53,9 +53,15 @@ def prepare(window: Window, layouts: Layouts) -> None:
 
     :param window: the frames to report
     :param layouts: where the layout is kept
+    :param texts: lay the names out with their JSON text; if false, only
+        sort them (:meth:`.Layouts.sort_ahead`), and the first answer
+        writes their text
     """
     keys, _ = window.counter_totals()
-    layouts.get(keys, list(window.other_stat()))
+    if texts:
+        layouts.get(keys, list(window.other_stat()))
+    else:
+        layouts.sort_ahead(keys, list(window.other_stat()))
 
 
 def render(window: Window, last_frame_time: int, layouts: Layouts) -> bytes:

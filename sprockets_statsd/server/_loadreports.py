@@ -5,11 +5,11 @@ thread, one flush after the other, and the event loop only swaps the copy
 in.  An answer is rendered in a worker thread too, once per flush and
 frame, and shared by every request for it until then.  What answers share
 from one frame to the next is made in the thread when a frame begins, so
-that no answer has to: the sum of ``/15``'s complete frames from the
-server's start (rolled on from the last frame's, a tenth of a second at
-500k counters), and, once some ``/N`` has been asked for, the sums of the
-windows asked for in the last frame and ``/15``'s names laid out (the
-text of every name: tens of MB that a server nobody queries never holds).
+that no answer has to: from the server's start, the sum of ``/15``'s
+complete frames (rolled on from the last frame's, a tenth of a second at
+500k counters) and its names sorted; once some ``/N`` has been asked for,
+the sums of the windows asked for in the last frame and the JSON text of
+``/15``'s names too (tens of MB that a server nobody queries never holds).
 """
 
 from __future__ import annotations
@@ -60,23 +60,22 @@ def _released(work: Callable[..., _T], *args: object) -> _T:
 
 
 def _prepare(
-    sums: KeptSums, default: Window, asked: list[Window], layouts: Layouts | None,
+    sums: KeptSums, default: Window, asked: list[Window], layouts: Layouts, queried: bool,
 ) -> None:
     """What the answers of a new frame share, made ahead of them.
 
     :param sums: where the sums are kept; those the windows have left,
         rolled on now, are dropped
-    :param default: ``/15``, whose complete frames' sum is always kept
+    :param default: ``/15``, whose complete frames' sum and sorted names
+        are always kept
     :param asked: the other windows asked for in the last frame
-    :param layouts: where ``/15``'s names are laid out, or none to leave
-        them be (nobody asked for any ``/N`` yet)
+    :param layouts: where ``/15``'s names are laid out
+    :param queried: whether any ``/N`` has been asked for: only then is
+        the text of ``/15``'s names written ahead too
     """
     for window in asked:
         window.keep_sums()
-    if layouts is None:
-        default.keep_sums()
-    else:
-        prepare(default, layouts)
+    prepare(default, layouts, texts=queried)
     held = [window.frames[0].index for window in (default, *asked) if window.frames]
     if held:
         sums.forget_before(min(held))
@@ -196,18 +195,18 @@ class LoadReports:
             # the thread, rather than by the next answer.  So is the sum
             # of /N at the frame count (/15), asked for or not, from the
             # server's start: rolled on from the last frame's, a tenth of
-            # a second of CPU per frame at 500k counters, holding ~25 MB.
-            # Its names are laid out too once some /N has been asked for,
-            # so that its next answer costs only the answer.
+            # a second of CPU per frame at 500k counters, holding ~35 MB;
+            # and its names are sorted (~8 MB).  Their text (~40 MB) is
+            # written too once some /N has been asked for, so that its
+            # next answer costs only the answer.
             default = (frames.frame_count, False)
             asked = [key for key in self._asked if key != default][1 - MAX_KEPT_SUMS:]
             windows = [frames.window(count, full=full) for count, full in asked]
             self._asked.clear()
-            layouts = self._layouts if self._queried else None
             try:
                 await loop.run_in_executor(
                     None, _released, _prepare, frames.sums, frames.window(frames.frame_count),
-                    windows, layouts)
+                    windows, self._layouts, self._queried)
             except Exception:
                 logger.exception('the load sink could not sum its frames')
 

@@ -297,3 +297,24 @@ def test_a_large_layout_with_shadowed_names_is_the_dictionary_of_every_place() -
     assert len(made.shadowed) == 20
     assert (made.names, list(made.places), made.texts, made.shadowed) == dict_layout(
         keys, others)
+
+
+def test_names_sorted_ahead_are_laid_out_by_the_first_answer() -> None:
+    """Names sorted ahead (no text) give the first layout of those names,
+    its names the very list sorted then, and are then dropped; names that
+    changed since are moved in as into a kept layout; once a layout is
+    kept, sorting ahead does nothing."""
+    keys, others = [f'k{i:03d}' for i in range(99, -1, -1)], ['stats.gauges.g', 'k050']
+    layouts = Layouts()
+    layouts.sort_ahead(keys, others)
+    (_, order), = layouts._ahead.items()
+    made = layouts.get(keys, others)
+    assert made.names is order[0]
+    assert same_layout(made, keys, others)
+    assert not layouts._ahead.items()
+    layouts.sort_ahead(keys[:50], others)
+    assert not layouts._ahead.items()  # a layout is kept: made from it
+    for new_keys, new_others in (([*keys[1:], 'new'], others), (keys, []), (keys[:3], others)):
+        fresh = Layouts()
+        fresh.sort_ahead(keys, others)
+        assert same_layout(fresh.get(new_keys, new_others), new_keys, new_others)

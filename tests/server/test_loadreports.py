@@ -48,13 +48,15 @@ async def fed_frame_by_frame(
 async def test_sums_kept_from_the_start_give_the_answers_of_summing_anew() -> None:
     """A load sink nobody asks keeps /15's complete frames summed from its
     start (rolled on while counts are whole, summed again once a fraction
-    comes in, rolled on again once it has left), with no names laid out
-    and no sum kept but the latest; its first /15 is the very bytes of
+    comes in, rolled on again once it has left), its names sorted but not
+    written as JSON, and no sum kept but the latest; its first /15 is the very bytes of
     every frame summed anew, oldest first."""
     rng = random.Random(13)
     for fraction_at in (None, 4, 9, 17):
         frames, reports = await fed_frame_by_frame(rng, fraction_at)
-        assert not reports._layouts._kept.items()  # nobody asked: no names laid out
+        # Nobody asked: the names are sorted ahead, but not written.
+        assert not reports._layouts._kept.items()
+        assert reports._layouts._ahead.items()
         # Only the sum rolled on last: those it was rolled from are dropped.
         assert len(frames.sums._heads.items()) == 1
         assert await reports.load(15) == plain(frames, 15)

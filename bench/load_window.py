@@ -115,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     render(from_start(), int(store.frame_start(store.current_index())), start_layouts)
     print('/15 sum and sorted names kept from the start, CPU s in the worker thread: '
           + ' '.join(f'{cpu:.2f}' for cpu in rolled)
-          + f' (the last, its names sorted anew, holds {held / 2**20:.0f} MiB traced); '
+          + f' (the last, traced by tracemalloc and its names sorted anew, holds '
+          f'{held / 2**20:.0f} MiB); '
           f'the first /15 of the server then {time.process_time() - started:.2f}')
     layouts = Layouts()
 

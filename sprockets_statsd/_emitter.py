@@ -23,6 +23,7 @@ import typing
 from collections.abc import Callable, Mapping
 
 from sprockets_statsd import metrics
+from sprockets_statsd._dialects import TagSet
 
 __all__ = ['COUNTER', 'GAUGE', 'KIND_CODES', 'RAW', 'SECONDS', 'SET', 'TIMER', 'Emitter']
 
@@ -130,7 +131,7 @@ class PrefixMixin(Emitter):
     """A writable ``prefix`` for the connectors: a new prefix is a new formatter."""
 
     _prefix: str
-    _tag_set: metrics.TagSet
+    _tag_set: TagSet
 
     def _bind(self) -> None:
         """Refresh what a subclass caches from the formatter (after a new prefix)."""

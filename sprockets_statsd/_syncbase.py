@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable, Mapping
 
 from sprockets_statsd import _emitter, metrics
+from sprockets_statsd._dialects import TagSet
 from sprockets_statsd._emitter import Tags as _Tags
 from sprockets_statsd._throttle import Throttle
 from sprockets_statsd.timer import Timer
@@ -72,7 +73,7 @@ class StatsClientBase(_emitter.Emitter):
     ) -> None:
         self._prefix = prefix
         self._formatter = metrics.Formatter(
-            prefix, type_segments=False, tags=metrics.TagSet(tag_dialect, tags)
+            prefix, type_segments=False, tags=TagSet(tag_dialect, tags)
         )
         self._random = random_source
         self._drops = _Drops()

@@ -11,6 +11,7 @@ import typing
 from collections.abc import Callable, Mapping
 
 from sprockets_statsd import _emitter, metrics
+from sprockets_statsd._dialects import TagSet
 from sprockets_statsd._emitter import Tags
 from sprockets_statsd._throttle import Throttle
 from sprockets_statsd.processor import Processor
@@ -175,7 +176,7 @@ class Connector(_emitter.PrefixMixin, AbstractConnector):
         **processor_options: typing.Any,
     ) -> None:
         super().__init__()
-        self._tag_set = metrics.TagSet(tag_dialect, tags)
+        self._tag_set = TagSet(tag_dialect, tags)
         self.processor = Processor(
             host=host, port=port, ip_protocol=ip_protocol, **processor_options
         )

@@ -16,7 +16,7 @@ import datetime
 import math
 from collections.abc import Mapping
 
-from sprockets_statsd.errors import ConfigurationError
+from sprockets_statsd._dialects import DIALECTS, NAME_TABLE, NAME_TABLES, TagSet
 
 __all__ = [
     'COUNTER',
@@ -50,39 +50,6 @@ TYPE_SEGMENTS: Mapping[str, str] = {
     SET: 'sets',
 }
 
-#: Tag dialects understood by :class:`TagSet`.
-DIALECTS = ('dogstatsd', 'influxdb', 'graphite')
-
-# Characters that end a name, a value or a line in the statsd protocol.  They
-# are replaced rather than rejected: renaming one metric is better than losing
-# it, and the replacement is deterministic so the series stays stable.
-_PROTOCOL_CHARACTERS = ':|@#\n\r\x00'
-_NAME_TABLE = str.maketrans(dict.fromkeys(_PROTOCOL_CHARACTERS, '_'))
-
-# Per-dialect characters that cannot appear in a tag key or value.  Each is
-# replaced with ``_`` (see docs/tags.rst for the rule and the reasons).
-_TAG_FORBIDDEN: Mapping[str, str] = {
-    # DogStatsD separates tags with ',' and a key from its value with ':'.
-    'dogstatsd': _PROTOCOL_CHARACTERS + ',',
-    # Telegraf's statsd input splits tags on ',' and '=' and does not
-    # unescape; a space ends the measurement in the line protocol.
-    'influxdb': _PROTOCOL_CHARACTERS + ',= ',
-    # Graphite tags are ';'-separated 'key=value' pairs; '~' and '!' and '^'
-    # are operators in tag queries.
-    'graphite': _PROTOCOL_CHARACTERS + ';=~!^ ',
-}
-# A name must not contain the character that starts the tags of its dialect.
-_NAME_TABLES = {
-    None: _NAME_TABLE,
-    'dogstatsd': _NAME_TABLE,
-    'influxdb': str.maketrans(dict.fromkeys(_PROTOCOL_CHARACTERS + ',', '_')),
-    'graphite': str.maketrans(dict.fromkeys(_PROTOCOL_CHARACTERS + ';', '_')),
-}
-_TAG_TABLES = {
-    dialect: str.maketrans(dict.fromkeys(chars, '_'))
-    for dialect, chars in _TAG_FORBIDDEN.items()
-}
-
 # Beyond this many distinct names the head cache stops growing: a service
 # that invents names per request must not turn the cache into a leak.
 DEFAULT_CACHE_SIZE = 10_000
@@ -106,7 +73,7 @@ def clean_name(name: str, dialect: str | None = None) -> str:
     UTF-8), is left alone, except lone surrogates, which cannot be encoded
     and become ``?``.
     """
-    cleaned = name.translate(_NAME_TABLES.get(dialect, _NAME_TABLE))
+    cleaned = name.translate(NAME_TABLES.get(dialect, NAME_TABLE))
     if not cleaned.isascii():
         cleaned = cleaned.encode('utf-8', 'replace').decode('utf-8')
     return cleaned
@@ -168,87 +135,6 @@ def milliseconds(duration: float | datetime.timedelta) -> float:
     if isinstance(duration, datetime.timedelta):
         return duration.total_seconds() * 1000.0
     return duration * 1000.0
-
-
-class TagSet:
-    """Renders tags in one dialect, with constant tags joined once.
-
-    :param dialect: ``None`` (tags are a :class:`ConfigurationError`),
-        ``'dogstatsd'``, ``'influxdb'`` or ``'graphite'``
-    :param constant_tags: tags added to every metric
-    :raises ConfigurationError: for an unknown dialect, or constant tags
-        without a dialect
-
-    Keys and values are converted with :func:`str` and every character the
-    dialect cannot carry is replaced with ``_``.  An empty key is rejected
-    when given as a constant tag and dropped (with the metric kept) when
-    given per call.
-    """
-
-    __slots__ = ('_constant', '_table', 'dialect', 'head_sep', 'tail_sep')
-
-    def __init__(
-        self,
-        dialect: str | None = None,
-        constant_tags: Mapping[str, object] | None = None,
-    ) -> None:
-        if dialect is not None and dialect not in DIALECTS:
-            raise ConfigurationError(
-                f'tag_dialect must be one of {", ".join(DIALECTS)} or None, '
-                f'not {dialect!r}'
-            )
-        if constant_tags and dialect is None:
-            raise ConfigurationError(
-                'constant tags need a tag dialect: pass tag_dialect='
-                '"dogstatsd", "influxdb" or "graphite"'
-            )
-        self.dialect = dialect
-        self._table = _TAG_TABLES.get(dialect or '', {})
-        # The separator before the first tag and between tags.
-        self.head_sep, self.tail_sep = {
-            None: ('', ''),
-            'dogstatsd': ('|#', ','),
-            'influxdb': (',', ','),
-            'graphite': (';', ';'),
-        }[dialect]
-        for key in constant_tags or {}:
-            if not str(key):
-                raise ConfigurationError('constant tag keys must not be empty')
-        self._constant = self._join(constant_tags or {})
-
-    @property
-    def constant(self) -> str:
-        """The constant tags, joined and escaped, without a leading separator."""
-        return self._constant
-
-    def _join(self, tags: Mapping[str, object]) -> str:
-        pair = '=' if self.dialect != 'dogstatsd' else ':'
-        parts = []
-        for key, value in tags.items():
-            key_text = str(key).translate(self._table)
-            if not key_text:
-                continue
-            if value is None and self.dialect == 'dogstatsd':
-                parts.append(key_text)
-            else:
-                parts.append(f'{key_text}{pair}{str(value).translate(self._table)}')
-        return self.tail_sep.join(parts)
-
-    def render(self, tags: Mapping[str, object] | None) -> str:
-        """Return constant plus per-call tags with the leading separator.
-
-        :raises ConfigurationError: when tags are given and there is no dialect
-        """
-        if not tags:
-            return self.head_sep + self._constant if self._constant else ''
-        if self.dialect is None:
-            raise ConfigurationError(
-                'tags were given but the client has no tag dialect: pass '
-                'tag_dialect="dogstatsd", "influxdb" or "graphite"'
-            )
-        extra = self._join(tags)
-        joined = self.tail_sep.join(part for part in (self._constant, extra) if part)
-        return self.head_sep + joined if joined else ''
 
 
 class Formatter:
@@ -477,7 +363,7 @@ class Formatter:
     ) -> str:
         """Return a set line: ``name:value|s``; the value is any text."""
         # clean_name(), written out: a set member is new text on every call.
-        text = (value if isinstance(value, str) else str(value)).translate(_NAME_TABLE)
+        text = (value if isinstance(value, str) else str(value)).translate(NAME_TABLE)
         if not text.isascii():
             text = text.encode('utf-8', 'replace').decode('utf-8')
         head = (not tags and self._set_heads.get(path)) or self._head(SET, path, tags)

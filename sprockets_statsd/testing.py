@@ -16,6 +16,7 @@ import typing
 from collections.abc import Mapping
 
 from sprockets_statsd import _emitter, metrics
+from sprockets_statsd._dialects import TagSet
 from sprockets_statsd._emitter import Tags as _Tags
 from sprockets_statsd._syncbase import Pipeline, StatsClientBase
 from sprockets_statsd.connector import AbstractConnector
@@ -83,7 +84,7 @@ class Recorder(_emitter.Emitter):
         tag_dialect: str | None,
         tags: Mapping[str, object] | None,
     ) -> None:
-        self._tag_set = metrics.TagSet(tag_dialect, tags)
+        self._tag_set = TagSet(tag_dialect, tags)
         self._formatter = metrics.Formatter(
             prefix, type_segments=type_segments, tags=self._tag_set
         )

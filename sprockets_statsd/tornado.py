@@ -14,8 +14,8 @@ from collections.abc import Mapping
 
 from tornado import web
 
-from sprockets_statsd import metrics
 from sprockets_statsd._booleans import parse_boolean
+from sprockets_statsd._dialects import DIALECTS, TagSet
 from sprockets_statsd._ports import check_port
 from sprockets_statsd.connector import AbstractConnector, Connector
 from sprockets_statsd.errors import ConfigurationError
@@ -151,9 +151,9 @@ def _parse_prefix(
 
 def _parse_tags(given: Mapping[str, typing.Any]) -> dict[str, typing.Any]:
     dialect, tags = given.get('tag_dialect'), given.get('tags')
-    if dialect is not None and dialect not in metrics.DIALECTS:
+    if dialect is not None and dialect not in DIALECTS:
         raise ConfigurationError(
-            f'statsd.tag_dialect must be one of {", ".join(metrics.DIALECTS)} or None, '
+            f'statsd.tag_dialect must be one of {", ".join(DIALECTS)} or None, '
             f'not {dialect!r}'
         )
     if tags is not None and not isinstance(tags, Mapping):
@@ -161,7 +161,7 @@ def _parse_tags(given: Mapping[str, typing.Any]) -> dict[str, typing.Any]:
     if tags and dialect is None:
         raise ConfigurationError('statsd.tags needs statsd.tag_dialect to be set')
     try:
-        metrics.TagSet(dialect, tags)
+        TagSet(dialect, tags)
     except ConfigurationError as error:
         raise ConfigurationError(f'statsd.tags: {error}') from None
     return {key: value for key, value in (('tag_dialect', dialect), ('tags', tags))

@@ -6,7 +6,6 @@ import asyncio
 import concurrent.futures
 import logging
 import math
-import socket
 import sys
 import time
 import typing
@@ -19,6 +18,7 @@ from sprockets_statsd.server._admission import (
 )
 from sprockets_statsd.server._aggregatorconfig import AggregatorConfig
 from sprockets_statsd.server._extras import needs_extra
+from sprockets_statsd.server._listening import bind_listeners
 from sprockets_statsd.server._snapshot import Snapshot
 from sprockets_statsd.server.admin import AdminServer, Console
 from sprockets_statsd.server.aggregator import Aggregator
@@ -181,7 +181,10 @@ class Server:
         self._started = True
         self.status = ServerStatus(time.time())  # uptime counts from here
         try:
-            self._bind()
+            bind_listeners(
+                self.config, self._receiver, self.admission,
+                self.udp_listeners, self.stream_listeners,
+            )
             self._bind_queries()
         except BaseException:
             for udp in self.udp_listeners:
@@ -210,47 +213,6 @@ class Server:
             self._flush_loop(), name='statsd flush timer'
         )
         logger.info('statsd server %s', self.describe())
-
-    def _bind(self) -> None:
-        config = self.config
-        for host, port in config.binds:
-            try:
-                udp, tcp = binding.bind_sockets(
-                    host, port, udp_receive_buffer=config.udp_receive_buffer
-                )
-            except OSError as exc:
-                where = binding.format_address((host or '*', port))
-                raise OSError(
-                    exc.errno, f'cannot listen on {where}: {exc.strerror or exc}'
-                ) from exc
-            self.udp_listeners.extend(
-                listeners.UDPListener(sock, self._receiver) for sock in udp
-            )
-            self.stream_listeners.extend(self._stream(sock) for sock in tcp)
-        if config.unix_socket is not None:
-            try:
-                sock = binding.bind_unix_socket(
-                    config.unix_socket, config.unix_socket_mode
-                )
-            except OSError as exc:
-                raise OSError(
-                    exc.errno,
-                    f'cannot listen on {config.unix_socket}: {exc.strerror or exc}',
-                ) from exc
-            self.stream_listeners.append(self._stream(sock))
-        if config.unix_datagram is not None:
-            try:
-                sock = binding.bind_unix_datagram_socket(
-                    config.unix_datagram,
-                    config.unix_datagram_mode,
-                    receive_buffer=config.udp_receive_buffer,
-                )
-            except OSError as exc:
-                raise OSError(
-                    exc.errno,
-                    f'cannot listen on {config.unix_datagram}: {exc.strerror or exc}',
-                ) from exc
-            self.udp_listeners.append(listeners.UDPListener(sock, self._receiver))
 
     def _bind_queries(self) -> None:
         """Bind the load sink's HTTP addresses and the admin console."""
@@ -303,12 +265,6 @@ class Server:
             await self.query.stop()
         if self.admin is not None:
             await self.admin.stop()
-
-    def _stream(self, sock: socket.socket) -> listeners.StreamListener:
-        return listeners.StreamListener(
-            sock, self._receiver, max_line_length=self.config.max_line_length,
-            admission=self.admission,
-        )
 
     def _make_sinks(self) -> None:
         config = self.config

@@ -7,9 +7,9 @@ import socket
 import pytest
 
 from sprockets_statsd._booleans import FALSE_WORDS, TRUE_WORDS, parse_boolean
+from sprockets_statsd._tornadosettings import _parse_enabled
 from sprockets_statsd.client import from_env
 from sprockets_statsd.server import cli
-from sprockets_statsd.tornado import _parse_enabled
 
 WORDS = [(word, True) for word in sorted(TRUE_WORDS)] + [
     (word, False) for word in sorted(FALSE_WORDS)]

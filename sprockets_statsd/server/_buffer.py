@@ -27,6 +27,7 @@ from collections.abc import Iterable, Sequence
 from sprockets_statsd._throttle import Throttle
 from sprockets_statsd.server import graphite
 from sprockets_statsd.server._aggregatorconfig import AggregatorConfig
+from sprockets_statsd.server._graphiteown import GraphiteStats
 from sprockets_statsd.server._jsnumber import js_round
 from sprockets_statsd.server._memory import release_free_memory
 from sprockets_statsd.server._sink import Sink
@@ -104,7 +105,7 @@ class BufferedSink(Sink):
         self.config = config
         #: Like the reference (since 2020), `last_flush` starts at the
         #: startup time and `last_exception` at 0.
-        self.stats: graphite.GraphiteStats = graphite.GraphiteStats(
+        self.stats: GraphiteStats = GraphiteStats(
             last_flush=js_round(time.time())
         )
         #: Flushes given up on (buffer full, a failed write, or undelivered
@@ -294,7 +295,7 @@ class BufferedSink(Sink):
 
 
 def _render(
-    snapshot: Snapshot, config: AggregatorConfig, stats: graphite.GraphiteStats
+    snapshot: Snapshot, config: AggregatorConfig, stats: GraphiteStats
 ) -> bytes:
     """The whole payload, and the memory its rendering freed given back."""
     payload = graphite.render(snapshot, config, stats)

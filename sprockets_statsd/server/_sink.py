@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 
-from sprockets_statsd.server import graphite
+from sprockets_statsd.server._graphiteown import GraphiteStats
 from sprockets_statsd.server._snapshot import Snapshot
 
 __all__ = ['Sink']
@@ -15,7 +15,7 @@ class Sink(abc.ABC):
 
     #: What the sink reports about its previous send, as Graphite lines
     #: (the admin console's ``stats``); ``None`` for a sink that sends none.
-    stats: graphite.GraphiteStats | None = None
+    stats: GraphiteStats | None = None
 
     @property
     @abc.abstractmethod

@@ -20,13 +20,13 @@ import typing
 from collections.abc import Callable, Sequence
 
 from sprockets_statsd._throttle import Throttle
+from sprockets_statsd.server._graphiteown import GraphiteStats
 from sprockets_statsd.server._inspect import inspect_object
 from sprockets_statsd.server._jsnumber import format_js_number
 from sprockets_statsd.server._lines import LineFramer
 from sprockets_statsd.server.aggregator import Aggregator, MetricKind
 from sprockets_statsd.server.binding import ListeningSockets, format_address
 from sprockets_statsd.server.config import DEFAULT_ADMIN_HOST, DEFAULT_ADMIN_PORT
-from sprockets_statsd.server.graphite import GraphiteStats
 from sprockets_statsd.server.status import HEALTH_DOWN, HEALTH_UP, ServerStatus
 
 __all__ = [

@@ -18,6 +18,7 @@ from sprockets_statsd.server._admission import (
 )
 from sprockets_statsd.server._aggregatorconfig import AggregatorConfig
 from sprockets_statsd.server._extras import needs_extra
+from sprockets_statsd.server._graphiteown import GraphiteStats
 from sprockets_statsd.server._listening import bind_listeners
 from sprockets_statsd.server._snapshot import Snapshot
 from sprockets_statsd.server.admin import AdminServer, Console
@@ -28,7 +29,6 @@ from sprockets_statsd.server.config import (
     ServerConfig,
 )
 from sprockets_statsd.server.frames import FrameStore
-from sprockets_statsd.server.graphite import GraphiteStats
 from sprockets_statsd.server.repeater import Repeaters
 from sprockets_statsd.server.sinks import GraphiteSink, Sink, StreamSink
 from sprockets_statsd.server.status import ServerStatus

@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -25,7 +24,8 @@ from typing import TypeVar
 from sprockets_statsd.server._aggregatorconfig import AggregatorConfig
 from sprockets_statsd.server._finite import saturate
 from sprockets_statsd.server._graphitenames import Names, dotted, forget_cleaned_names
-from sprockets_statsd.server._jsnumber import format_js_number, js_round
+from sprockets_statsd.server._graphiteown import GraphiteStats, own_lines
+from sprockets_statsd.server._jsnumber import format_js_number
 from sprockets_statsd.server._snapshot import Snapshot
 from sprockets_statsd.server._timerdata import SingleValue, TimerData
 
@@ -52,24 +52,6 @@ _K = TypeVar('_K')
 _V = TypeVar('_V')
 # A timer read from its values: ``(values, count)`` (see TimerData.simple).
 _TimerKey = tuple[Sequence[float], float]
-
-@dataclasses.dataclass
-class GraphiteStats:
-    """What one sink's *previous* send looked like (``graphiteStats``).
-
-    The reference starts with `last_flush` set to its startup time and
-    `last_exception` at 0; ``None`` renders as ``0``.
-
-    :param last_flush: unix seconds of the last successful send
-    :param last_exception: unix seconds of the last failed send
-    :param flush_time: whole milliseconds the last send took
-    :param flush_length: bytes of the last send
-    """
-
-    last_flush: int | None = None
-    last_exception: int | None = None
-    flush_time: float = 0
-    flush_length: int = 0
 
 
 class _Memo(dict[_K, _V]):
@@ -273,45 +255,6 @@ def _one_line_chunks(
         yield ''.join(out)
 
 
-def _own_lines(
-    snapshot: Snapshot,
-    config: AggregatorConfig,
-    stats: GraphiteStats,
-    names: Names,
-    end: str,
-    busy: float,
-) -> str:
-    """``numStats``, the timings and the ``graphiteStats`` lines."""
-    suffix = names.suffix
-    fmt = names.format
-    prefix_stats = config.prefix_stats
-    elapsed = str(js_round(busy * 1000))
-    lines: list[str] = []
-    add = lines.append
-    if config.legacy_namespace:
-        add(f'{prefix_stats}.numStats{suffix} {snapshot.num_stats}{end}')
-        add(f'stats.{prefix_stats}.graphiteStats.calculationtime{suffix} {elapsed}{end}')
-        add(
-            f'stats.{prefix_stats}.processing_time{suffix} '
-            f'{snapshot.processing_time}{end}'
-        )
-    else:
-        add(f'{fmt(names.global_ns, prefix_stats, "numStats")} {snapshot.num_stats}{end}')
-        calculation = fmt(names.global_ns, prefix_stats, 'graphiteStats', 'calculationtime')
-        add(f'{calculation} {elapsed}{end}')
-        processing = fmt(names.global_ns, prefix_stats, 'processing_time')
-        add(f'{processing} {snapshot.processing_time}{end}')
-    namespace = '.'.join((*names.global_ns, prefix_stats)) + '.graphiteStats.'
-    for stat, value in (
-        ('last_exception', stats.last_exception or 0),
-        ('last_flush', stats.last_flush or 0),
-        ('flush_time', stats.flush_time),
-        ('flush_length', stats.flush_length),
-    ):
-        add(f'{namespace}{stat}{suffix} {format_js_number(value)}{end}')
-    return ''.join(lines)
-
-
 def _chunked(items: Iterable[_T], size: int) -> Iterator[list[_T]]:
     """`items` in lists of `size` (the last one shorter)."""
     iterator = iter(items)
@@ -355,7 +298,7 @@ def render(
     for chunk in _body(snapshot, timer_data, config, names, end, CHUNK_NAMES):
         payload.write(chunk.encode())
     elapsed = timer() - start
-    payload.write(_own_lines(snapshot, config, stats, names, end, elapsed).encode())
+    payload.write(own_lines(snapshot, config, stats, names, end, elapsed).encode())
     return payload.getvalue()
 
 
@@ -398,7 +341,7 @@ def render_chunks(
         yield chunk.encode()
         start = timer()
     busy += timer() - start
-    yield _own_lines(snapshot, config, stats, names, end, busy).encode()
+    yield own_lines(snapshot, config, stats, names, end, busy).encode()
 
 
 def _body(

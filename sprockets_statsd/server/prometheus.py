@@ -229,7 +229,7 @@ class StatsdCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         """Build the metric families of the latest flush."""
-        plan = self._plan(self.merge())
+        plan = self._plan(self._merge_pending())  # its own plan: no layout
         metric: Metric | None = None
         for family, sample in plan.order():
             if family >= 0:

@@ -286,7 +286,8 @@ def test_merge_keeps_a_laid_out_text_current(monkeypatch: pytest.MonkeyPatch) ->
     collector.exposition()
     assert collector._layout is unscraped  # the scrape laid nothing out
     assert unscraped.chunks[0].template is None
-    assert collector.exposition() == kept.text().encode()  # which merges:
+    assert collector.exposition() == kept.text().encode()
+    collector.merge()
     assert collector._layout is unscraped
     assert all(chunk.template is not None for chunk in unscraped.chunks)
     kept.flush(b'a:1|c\nb:1|c\nd:1|s')  # a new family: the same layout, edited
@@ -324,7 +325,8 @@ def test_a_first_scrape_keeps_no_text_of_whole_chunks_of_lone_keys(
     second = collector.exposition()
     assert collector._layout is layout
     assert thin()
-    assert second == kept.text().encode()  # which merges, and keeps every text
+    assert second == kept.text().encode()
+    collector.merge()  # keeps every text
     assert not thin()
     assert first != second
     kept.flush('\n'.join([*lines, 'c31:1|c']).encode())

@@ -29,7 +29,7 @@ from sprockets_statsd.server import graphite
 from sprockets_statsd.server._aggregatorconfig import AggregatorConfig
 from sprockets_statsd.server._graphiteown import GraphiteStats
 from sprockets_statsd.server._jsnumber import js_round
-from sprockets_statsd.server._memory import release_free_memory
+from sprockets_statsd.server._memory import released
 from sprockets_statsd.server._sink import Sink
 from sprockets_statsd.server._snapshot import Snapshot
 from sprockets_statsd.server.config import (
@@ -265,7 +265,8 @@ class BufferedSink(Sink):
         stats = dataclasses.replace(self.stats)
         try:
             rendered = await asyncio.get_running_loop().run_in_executor(
-                self._executor, _render, snapshot, self.config, stats
+                # The memory the rendering freed is given back after it.
+                self._executor, released, graphite.render, snapshot, self.config, stats
             )
             return Payload.of(rendered, snapshot.timestamp)
         except Exception:
@@ -292,15 +293,6 @@ class BufferedSink(Sink):
     @abc.abstractmethod
     async def _deliver_all(self) -> None:
         """Deliver payloads until :meth:`_done`."""
-
-
-def _render(
-    snapshot: Snapshot, config: AggregatorConfig, stats: GraphiteStats
-) -> bytes:
-    """The whole payload, and the memory its rendering freed given back."""
-    payload = graphite.render(snapshot, config, stats)
-    release_free_memory()
-    return payload
 
 
 async def wait_and_clear(event: asyncio.Event, timeout: float | None = None) -> None:

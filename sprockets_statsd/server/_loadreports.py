@@ -18,13 +18,11 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import Callable
-from typing import TypeVar
 
 from sprockets_statsd._throttle import Throttle
 from sprockets_statsd.server._countersums import MAX_KEPT_SUMS, KeptSums
 from sprockets_statsd.server._loadjson import Layouts, prepare, render
-from sprockets_statsd.server._memory import release_free_memory
+from sprockets_statsd.server._memory import released
 from sprockets_statsd.server._window import Window
 from sprockets_statsd.server.aggregator import Snapshot
 from sprockets_statsd.server.frames import FrameStore
@@ -32,8 +30,6 @@ from sprockets_statsd.server.frames import FrameStore
 __all__ = ['MAX_WAITING_MERGES', 'LoadReports']
 
 logger = logging.getLogger(__name__)
-
-_T = TypeVar('_T')
 
 # Load reports (distinct N and /full) kept per flush: each may be tens of
 # MB with hundreds of thousands of keys, and a dashboard asks for one or two.
@@ -43,20 +39,6 @@ _MAX_REPORTS = 4
 #: MB with hundreds of thousands of keys, and the merges keep up unless the
 #: machine is overloaded or flushes come every fraction of a second.
 MAX_WAITING_MERGES = 4
-
-
-def _released(work: Callable[..., _T], *args: object) -> _T:
-    """`work` done, then the memory it freed given back to the system.
-
-    A merge, an answer or a new frame's sums allocate and free tens of MB
-    of lists in a worker thread, which glibc keeps in its heaps: without
-    this, a server holding 500k counters stays ~60-110 MiB larger than the
-    objects it keeps (see :mod:`._memory`).
-    """
-    try:
-        return work(*args)
-    finally:
-        release_free_memory()
 
 
 def _prepare(
@@ -132,7 +114,7 @@ class LoadReports:
             while len(self._reports) >= _MAX_REPORTS:
                 del self._reports[next(iter(self._reports))]  # the oldest
             future = self._reports[key] = asyncio.get_running_loop().run_in_executor(
-                None, _released, render, window, math.floor(frames.frame_start(current)),
+                None, released, render, window, math.floor(frames.frame_start(current)),
                 self._layouts)
         try:
             # Shielded: a client that goes away must not cancel the others'.
@@ -182,7 +164,7 @@ class LoadReports:
             loop = asyncio.get_running_loop()
             try:
                 frame = await loop.run_in_executor(
-                    None, _released, frames.merged, snapshot, index, newest)
+                    None, released, frames.merged, snapshot, index, newest)
             except Exception:
                 logger.exception('the load sink could not take in a flush')
                 return
@@ -205,7 +187,7 @@ class LoadReports:
             self._asked.clear()
             try:
                 await loop.run_in_executor(
-                    None, _released, _prepare, frames.sums, frames.window(frames.frame_count),
+                    None, released, _prepare, frames.sums, frames.window(frames.frame_count),
                     windows, self._layouts, self._queried)
             except Exception:
                 logger.exception('the load sink could not sum its frames')

@@ -102,9 +102,9 @@ class Layout:
     a key gone that was a family alone and that no key left out wanted the
     series of, a key left out that goes.  Any other change (a key that
     joins or leaves a family of several, or takes or frees a series
-    another key wants) makes a new plan.  Keeps the text (about the size
-    of the exposition; but for chunks of lone keys until :meth:`thicken`)
-    and, once keys change, the family names, in proportion to
+    another key wants) makes a new plan.  Keeps the text of the chunks
+    that are not of lone keys only, the keys of those that are, and, once
+    keys change, the family names, in proportion to
     ``max_names``, and the state it was last made or updated for
     (:attr:`state`), whose keys it has.
     """
@@ -139,18 +139,13 @@ class Layout:
                 kind = LONE_KINDS.get(chunk.group)
                 if kind is None:
                     continue  # a timer's family has members: it is planned
-                keys = (chunk.keys if chunk.members is None else
-                        [key for key, members in zip(chunk.keys, chunk.members, strict=True)
-                         if members is None])
-                self._families.update(dict.fromkeys(prometheus_names(keys), kind))
+                names = (chunk.names() if chunk.members is None else prometheus_names(
+                    [key for key, members in zip(chunk.keys, chunk.members, strict=True)
+                     if members is None]))
+                self._families.update(dict.fromkeys(names, kind))
             self._families.update(self._planned)
             self._planned = {}
         return self._families
-
-    def thicken(self) -> None:
-        """Keep the text of every chunk: what a scrape then writes is only
-        the values.  For the merge thread, after a first scrape."""
-        self.chunks = [chunk.kept() for chunk in self.chunks]
 
     def render(self, state: State) -> bytes:
         """The exposition of `state`, which has the keys of the layout."""
@@ -279,6 +274,13 @@ class Layout:
                 chunks.append(chunk)
                 continue
             removed, added = edits[chunk]
+            if chunk.template is None and all(
+                    members is None and ';' not in key for key, members, _ in added):
+                # Lone families still: their text is not kept either.
+                keys = sorted([*itertools.filterfalse(removed.__contains__, chunk.keys),
+                               *(key for key, _, _ in added)])
+                chunks.extend(chunked(chunk.group, (), keys, prometheus_names(keys)))
+                continue
             units = [unit for unit in chunk.units() if unit[0] not in removed]
             units.extend(added)
             units.sort(key=operator.itemgetter(0))  # each part sorted already

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import array
 import itertools
-import operator
 import typing
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
@@ -324,30 +323,45 @@ def lone_texts(group: int, names: Sequence[str]) -> list[str]:
     """The text of the family of each lone key of `group` named `names`,
     with ``%s`` for its value: what :func:`family_header` and
     :func:`sample_line` make, in bulk."""
-    return list(map(''.join, _lone_pieces(group, names, itertools.repeat('%s'))))
+    after_help, after_type, after_name = _lone_parts(group)
+    return list(map(''.join, zip(
+        itertools.repeat('# HELP '), names, itertools.repeat(after_help), names,
+        itertools.repeat(after_type), names, itertools.repeat(after_name + '%s\n'))))
 
 
 def lone_text(group: int, names: Sequence[str], values: Iterable[object]) -> str:
     """The families of the lone keys of `group` named `names`, with their
     `values` written as ``%s`` writes them: the text of :func:`lone_texts`
-    formatted, in one join."""
-    return ''.join(itertools.chain.from_iterable(_lone_pieces(group, names, map(str, values))))
+    formatted.
+
+    One join of a list filled a column at a time by slice assignment,
+    which costs about half the time of joining each family's pieces.
+    """
+    count = len(names)
+    if not count:
+        return ''
+    after_help, after_type, after_name = _lone_parts(group)
+    # '# HELP ', then per family: name, after_help, name, after_type, name,
+    # after_name, value, and the next family's '# HELP ' (or the last '\n').
+    pieces = ['\n# HELP '] * (8 * count + 1)
+    pieces[0] = '# HELP '
+    pieces[1::8] = pieces[3::8] = pieces[5::8] = names
+    pieces[2::8] = [after_help] * count
+    pieces[4::8] = [after_type] * count
+    pieces[6::8] = [after_name] * count
+    pieces[7::8] = map(str, values)
+    pieces[-1] = '\n'
+    return ''.join(pieces)
 
 
-def _lone_pieces(
-    group: int, names: Sequence[str], values: Iterable[str],
-) -> Iterator[tuple[str, ...]]:
-    """The pieces of the text of each lone family, its value one of them."""
+def _lone_parts(group: int) -> tuple[str, str, str]:
+    """What follows a lone family's name in its HELP line, in its TYPE line
+    and in its sample line, up to the value."""
     kind = LONE_KINDS[group]
     if group == COUNTERS:
-        shown: Sequence[str] = list(map(operator.add, names, itertools.repeat('_total')))
-        doc = _COUNTER_DOC
-    else:
-        shown, doc = names, _GAUGE_DOC if group == GAUGES else _SET_DOC
-    return zip(
-        itertools.repeat('# HELP '), shown, itertools.repeat(f' {doc}\n# TYPE '), shown,
-        itertools.repeat(f' {kind}\n'), shown, itertools.repeat(' '), values,
-        itertools.repeat('\n'))
+        return (f'_total {_COUNTER_DOC}\n# TYPE ', f'_total {kind}\n', '_total ')
+    doc = _GAUGE_DOC if group == GAUGES else _SET_DOC
+    return f' {doc}\n# TYPE ', f' {kind}\n', ' '
 
 
 def family_header(name: str, kind: str, doc: str) -> str:

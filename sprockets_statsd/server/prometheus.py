@@ -117,8 +117,8 @@ class StatsdCollector(Collector):
         self._merging = threading.Lock()
         self._rendering = threading.Lock()
         self._layout: Layout | None = None
-        # Whether a scrape has asked for the text: only then is all of it
-        # kept, and edited as keys come and go (see merge).
+        # Whether a scrape has asked for the text: only then is the layout
+        # edited as keys come and go, rather than made anew (see merge).
         self._scraped = False
         #: Flushes taken in: a scrape's output changes only when it does.
         self.generation = 0
@@ -146,18 +146,16 @@ class StatsdCollector(Collector):
 
         Also brings the layout of the text (see :meth:`exposition`) to the
         keys of that state, so that no scrape lays out the keys itself.
-        Until a first scrape the layout is kept thin (the families of lone
-        keys without their text, a few MB at 500k keys) and made anew
-        when keys come or go; from then on all of its text is kept and
-        edited, so that a scrape only writes the values.  Blocks for up
-        to a second or more with hundreds of thousands of keys: call it in
-        a thread.  A flush that cannot be merged is logged and left out.
+        Until a first scrape the layout is made anew when keys come or
+        go; from then on it is edited, which keeps the family names (tens
+        of MB at 500k keys) but lays out only the keys that changed.
+        Blocks for up to a second or more with hundreds of thousands of
+        keys: call it in a thread.  A flush that cannot be merged is
+        logged and left out.
         """
         state = self._merge_pending()
         with self._rendering:
-            layout = self._laid_out(self._state, edit=self._scraped)
-            if self._scraped:
-                layout.thicken()
+            self._laid_out(self._state, edit=self._scraped)
         return state
 
     def _merge_pending(self) -> State:

@@ -203,7 +203,8 @@ def test_names_in_bulk_are_each_keys_name() -> None:
 
 @pytest.mark.parametrize('group', [_promplan.COUNTERS, _promplan.GAUGES, _promplan.SETS])
 def test_lone_texts_are_the_family_text(group: int) -> None:
-    """A lone family's text made in bulk is its header and sample line."""
+    """A lone family's text made in bulk is its header and sample line;
+    the text of several with their values is those formatted."""
     names = ['a', 'b_c', '_5x']
     _, kind, doc, _ = _promplan.family_of(group, 'x', None)
     expected = [
@@ -212,6 +213,9 @@ def test_lone_texts_are_the_family_text(group: int) -> None:
         for sample, _ in _promplan.sample_names(group, None, n, {})
     ]
     assert _promplan.lone_texts(group, names) == expected
+    values = (1.5, '1e+06', 0.0)
+    assert _promplan.lone_text(group, names, values) == ''.join(expected) % values
+    assert _promplan.lone_text(group, [], ()) == ''
 
 
 def test_split_lone_leaves_every_shared_series_to_the_plan() -> None:
@@ -259,10 +263,9 @@ def test_lone_and_planned_families_interleave_across_chunks(
 
 
 def test_merge_keeps_a_laid_out_text_current(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Before any scrape, each merge lays the keys out thin (no text of
-    whole chunks of lone keys), made anew when keys change; once a scrape
-    has asked for the text, each merge brings it to the new keys (or plans
-    it anew) and keeps all of it, so that a scrape only writes the values."""
+    """Each merge lays the keys out, thin (no text of chunks of lone keys):
+    before any scrape made anew when keys change; once a scrape has asked
+    for the text, brought to the new keys (or planned anew)."""
     monkeypatch.setattr(_promchunk, 'CHUNK_FAMILIES', 2)
     kept = Kept()
     collector = kept.collector
@@ -289,11 +292,13 @@ def test_merge_keeps_a_laid_out_text_current(monkeypatch: pytest.MonkeyPatch) ->
     assert collector.exposition() == kept.text().encode()
     collector.merge()
     assert collector._layout is unscraped
-    assert all(chunk.template is not None for chunk in unscraped.chunks)
     kept.flush(b'a:1|c\nb:1|c\nd:1|s')  # a new family: the same layout, edited
     state = collector.merge()
     assert collector._layout is unscraped
     assert collector._layout.state is state
+    assert all(chunk.template is None for chunk in unscraped.chunks)
+    assert ['d'] in [chunk.keys for chunk in unscraped.chunks]
+    assert collector.exposition() == kept.text().encode()
     kept.flush(b'a:1|c\na_total:1|g')  # a collision: planned anew
     state = collector.merge()
     assert collector._layout is not unscraped
@@ -302,35 +307,34 @@ def test_merge_keeps_a_laid_out_text_current(monkeypatch: pytest.MonkeyPatch) ->
     assert collector.exposition() == kept.text().encode()
 
 
-def test_a_first_scrape_keeps_no_text_of_whole_chunks_of_lone_keys(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A first scrape leaves the text of whole chunks of lone families
-    unkept (made from their keys when needed); the next merge keeps it;
-    keys that come and go in either state give generate_latest's bytes."""
+def test_chunks_of_lone_keys_keep_no_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks of lone families keep their keys, not their text, scraped
+    or not, edited or made anew; a chunk that gains a family of another
+    shape keeps its text; every scrape gives generate_latest's bytes."""
     monkeypatch.setattr(_promchunk, 'CHUNK_FAMILIES', 4)
     kept = Kept()
     lines = [f'c{i}:{i}|c' for i in range(10)] + ['g.1:1|g', 'g_1:2|g', 't:1|ms']
     collector = kept.collector
 
     def thin() -> list[list[str]]:
+        """The keys of the chunks without text, the server's own left out."""
         assert collector._layout is not None
-        return [chunk.keys for chunk in collector._layout.chunks if chunk.template is None]
+        keys = ([key for key in chunk.keys if not key.startswith('statsd.')]
+                for chunk in collector._layout.chunks if chunk.template is None)
+        return [chunk for chunk in keys if chunk]
 
     kept.flush('\n'.join(lines).encode())
-    first = collector.exposition()
-    assert thin()[:2] == [['c0', 'c1', 'c2', 'c3'], ['c4', 'c5', 'c6', 'c7']]
+    assert collector.exposition() == kept.text().encode()
+    lone = [['c0', 'c1', 'c2', 'c3'], ['c4', 'c5', 'c6', 'c7'], ['c8', 'c9']]
+    assert thin() == lone
     layout = collector._layout
-    kept.flush('\n'.join([*lines[1:], 'c30:1|c']).encode())  # edits in unkept chunks
-    second = collector.exposition()
-    assert collector._layout is layout
-    assert thin()
-    assert second == kept.text().encode()
-    collector.merge()  # keeps every text
-    assert not thin()
-    assert first != second
-    kept.flush('\n'.join([*lines, 'c31:1|c']).encode())
+    kept.flush('\n'.join([*lines[1:], 'c30:1|c']).encode())  # edits in thin chunks
     collector.merge()
     assert collector._layout is layout
-    assert not thin()
+    assert thin() == [['c1', 'c2', 'c3', 'c30'], *lone[1:]]
+    assert collector.exposition() == kept.text().encode()
+    kept.flush('\n'.join([*lines[1:], 'c30:1|c', 'c35:1|c|#env:a']).encode())
+    collector.merge()  # a family with labels: its chunk keeps its text
+    assert collector._layout is layout
+    assert thin() == lone[1:]
     assert collector.exposition() == kept.text().encode()

@@ -12,6 +12,10 @@ concurrent requests.  Every request must answer 200 with the same body.
 Last, twice: a few new names, a flush, and once the flush after them is
 over (the server's CPU time busy, then idle), one ``/metrics`` request: the
 first scrape after the key set changed, with the event loop's share.
+Then, twice: 100,000 lines/s over UDP (one per datagram, ``_loadgen.py``,
+for 3 s) and, half a second in, one ``/metrics`` request; the kernel's
+drops of the server's UDP socket (``/proc/net/udp``) over the load say
+whether receiving kept up while the scrape was rendered in its thread.
 
 With flushes every 3 s (the default) every flush begins a frame and its
 work may fall inside a request; ``--flush 10`` (the server's default
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import json
 import os
 import pathlib
 import re
@@ -35,6 +40,8 @@ import sys
 import threading
 import time
 import urllib.request
+
+from server_memory import _udp_drops
 
 __all__ = ['main']
 
@@ -48,6 +55,12 @@ NEW_NAMES = 5
 CHANGES = 2
 # Polls of the server's CPU time while waiting for a flush to be over.
 _POLL = 0.1
+# /metrics under load: lines per second, one per datagram, for LOAD_SECONDS;
+# the request starts LOAD_LEAD seconds in.
+LOAD_RATE = 100_000
+LOAD_SECONDS = 3.0
+LOAD_LEAD = 0.5
+UNDER_LOAD = 2
 _QUIET_POLLS = 3
 _TICK = os.sysconf('SC_CLK_TCK')
 _UDP = re.compile(r'listening on udp [^:]+:(\d+)')
@@ -181,21 +194,52 @@ def main(argv: list[str] | None = None) -> int:
             print('| wall s | server CPU s | of which the event loop | VmHWM increase MiB '
                   '| RSS increase MiB |')
             print('|--:|--:|--:|--:|--:|')
-            for step in range(CHANGES):
-                # A few names more, so that the next flush changes the keys.
-                with socket.create_connection((HOST, udp), timeout=60) as sock:
-                    sock.sendall(''.join(f'scrape.new.s{step}n{i}:1|c\n'
-                                         for i in range(NEW_NAMES)).encode())
-                time.sleep(flush)  # past the flush they arrived before
-                _after_flush(server.pid, flush)
-                row = _requests(server.pid, base + '/metrics', 1, flush)
-                assert row is not None  # one request: one answer
-                print(f'| {row["wall"]:.2f} | {row["cpu"]:.2f} '
-                      f'| {row["loop"]:.2f} | {row["hwm_increase"]} '
-                      f'| {row["rss_increase"]} |', flush=True)
+            _changes(server.pid, udp, base, flush)
+            _under_load(server.pid, udp, base, flush)
         finally:
             server.kill()
     return 0
+
+
+def _changes(pid: int, udp: int, base: str, flush: float) -> None:
+    """The rows of /metrics after new names."""
+    for step in range(CHANGES):
+        # A few names more, so that the next flush changes the keys.
+        with socket.create_connection((HOST, udp), timeout=60) as sock:
+            sock.sendall(''.join(f'scrape.new.s{step}n{i}:1|c\n'
+                                 for i in range(NEW_NAMES)).encode())
+        time.sleep(flush)  # past the flush they arrived before
+        _after_flush(pid, flush)
+        row = _requests(pid, base + '/metrics', 1, flush)
+        assert row is not None  # one request: one answer
+        print(f'| {row["wall"]:.2f} | {row["cpu"]:.2f} '
+              f'| {row["loop"]:.2f} | {row["hwm_increase"]} '
+              f'| {row["rss_increase"]} |', flush=True)
+
+
+def _under_load(pid: int, udp: int, base: str, flush: float) -> None:
+    """The rows of /metrics while UDP load arrives."""
+    print(f'\n/metrics while {LOAD_RATE:,} lines/s arrive over UDP, one per datagram, '
+          f'for {LOAD_SECONDS:g} s (the request {LOAD_LEAD:g} s in)\n')
+    print('| wall s | server CPU s (the load\'s too) | datagrams sent | kernel drops |')
+    print('|--:|--:|--:|--:|')
+    for _ in range(UNDER_LOAD):
+        time.sleep(flush)
+        _after_flush(pid, flush)
+        drops = _udp_drops(udp)
+        with subprocess.Popen(
+                [sys.executable, str(HERE / '_loadgen.py'), '--port', str(udp),
+                 '--rate', str(LOAD_RATE), '--duration', str(LOAD_SECONDS)],
+                stdout=subprocess.PIPE, text=True) as load:
+            time.sleep(LOAD_LEAD)
+            row = _requests(pid, base + '/metrics', 1, flush)
+            assert row is not None  # one request: one answer
+            sent = json.loads(load.communicate(timeout=3 * LOAD_SECONDS + 10)[0])['sent']
+        time.sleep(LOAD_LEAD)  # the server takes in what is still queued
+        print(f'| {row["wall"]:.2f} | {row["cpu"]:.2f} | {sent:,} '
+              f'| {_udp_drops(udp) - drops:,} |', flush=True)
+
+
 
 
 if __name__ == '__main__':

@@ -5,7 +5,10 @@
 # sends.  The UDP listener therefore registers its non-blocking socket with
 # ``loop.add_reader`` and drains up to ``batch_size`` datagrams per wake-up,
 # so that one loop iteration amortises its overhead over many packets while
-# TCP connections and the flush timer still get their turn.  Stream
+# TCP connections and the flush timer still get their turn.  It reads them
+# with ``recvmmsg`` where it can (``_datagrams``): many per system call, the
+# GIL held, so that a thread computing beside the loop does not slow
+# receiving down to a datagram per switch interval.  Stream
 # listeners (TCP and Unix) use ordinary protocols: everything up to the last
 # newline of the buffered bytes goes on as one packet, the partial tail waits.
 
@@ -20,6 +23,7 @@ import typing
 
 from sprockets_statsd._throttle import Throttle
 from sprockets_statsd.server._admission import Admission
+from sprockets_statsd.server._datagrams import MAX_DATAGRAM, reader
 from sprockets_statsd.server._lines import LineFramer
 from sprockets_statsd.server.binding import format_address, remove_stale_socket
 
@@ -48,9 +52,6 @@ DEFAULT_MAX_LINE_LENGTH = 64 * 1024
 #: has no ``:``, so the aggregator counts it as a bad line, like any other.
 LINE_TOO_LONG = b'statsd-line-too-long'
 
-#: The largest UDP payload (IPv6 without jumbograms): nothing is truncated.
-_MAX_DATAGRAM = 65535
-
 #: How long a listener keeps draining its UDP socket when it is closed.
 _CLOSE_DRAIN_SECONDS = 1.0
 
@@ -75,6 +76,8 @@ class UDPListener:
         from now on, and removes the socket file of a Unix one when closed
     :param receiver: gets every datagram, as bytes
     :param batch_size: datagrams read per wake-up of the event loop
+    :param read_in_batches: read with ``recvmmsg`` where there is one
+        (see :mod:`._datagrams`); False reads one datagram per call
 
     Nothing raises out of the listener: an exception from the socket or the
     receiver is counted in :attr:`errors` and logged (throttled).
@@ -86,6 +89,7 @@ class UDPListener:
         receiver: PacketReceiver,
         *,
         batch_size: int = DEFAULT_UDP_BATCH_SIZE,
+        read_in_batches: bool = True,
     ) -> None:
         self._sock = sock
         self._receiver = receiver
@@ -99,6 +103,7 @@ class UDPListener:
         #: Packets whose handling raised (socket errors included).
         self.errors = 0
         sock.setblocking(False)
+        self._read = reader(sock, batch=read_in_batches)
 
     def start(self) -> None:
         """Start reading on the running event loop."""
@@ -124,25 +129,29 @@ class UDPListener:
 
     def _drain(self, limit: int) -> bool:
         """Read and hand on up to `limit` datagrams; True if more may wait."""
-        recv = self._sock.recv
         receive = self._receiver.receive
         count = 0
         while count < limit:
             try:
-                while count < limit:
-                    count += 1
-                    receive(recv(_MAX_DATAGRAM))
-            except (BlockingIOError, InterruptedError):
-                return False
+                packets = self._read(limit - count)
             except Exception as exc:
-                self.errors += 1
-                self._throttle.warning(
-                    'packet',
-                    'UDP listener %s: a packet failed: %r',
-                    format_address(self.address),
-                    exc,
-                )
+                count += 1  # a lasting error must not hold the loop
+                self._failed(exc)
+                continue
+            if not packets:
+                return False
+            count += len(packets)
+            for packet in packets:
+                try:
+                    receive(packet)
+                except Exception as exc:
+                    self._failed(exc)
         return True
+
+    def _failed(self, exc: Exception) -> None:
+        self.errors += 1
+        self._throttle.warning(
+            'packet', 'UDP listener %s: a packet failed: %r', format_address(self.address), exc)
 
 
 class _LineProtocol(asyncio.Protocol):
@@ -231,7 +240,7 @@ class _LineProtocol(asyncio.Protocol):
                 raw.setblocking(False)
                 for _ in range(_CLOSE_DRAIN_READS):
                     try:
-                        data = raw.recv(_MAX_DATAGRAM)
+                        data = raw.recv(MAX_DATAGRAM)
                     except OSError:
                         break
                     if not data:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import mmap
 import os
 import socket
 import sys
@@ -93,8 +94,10 @@ class BatchReader:
             raise OSError(errno.ENOSYS, 'recvmmsg is not available here')
         self._recvmmsg = _RECVMMSG
         self._sock = sock
-        self._buffer = ctypes.create_string_buffer(SLOTS * MAX_DATAGRAM)
-        base = ctypes.addressof(self._buffer)
+        # Anonymous memory: the kernel maps a page only once a datagram
+        # lands in it, where a ctypes buffer would be zeroed, all 4 MiB.
+        self._buffer = mmap.mmap(-1, SLOTS * MAX_DATAGRAM)
+        base = ctypes.addressof(ctypes.c_char.from_buffer(self._buffer))
         self._vectors = (_IOVec * SLOTS)(
             *(_IOVec(base + slot * MAX_DATAGRAM, MAX_DATAGRAM) for slot in range(SLOTS)))
         self._messages = (_MMsgHdr * SLOTS)()
@@ -107,7 +110,7 @@ class BatchReader:
         width = ctypes.sizeof(ctypes.c_uint)
         self._lengths = memoryview(self._messages).cast('B').cast('I')[
             offset // width::stride // width]
-        self._bytes = memoryview(self._buffer).cast('B')
+        self._bytes = memoryview(self._buffer)
         self._starts = range(0, SLOTS * MAX_DATAGRAM, MAX_DATAGRAM)
 
     def __call__(self, limit: int) -> list[bytes]:

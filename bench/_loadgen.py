@@ -34,6 +34,8 @@ import sys
 import time
 import typing
 
+from sprockets_statsd.server._datagrams import IOVec, MMsgHdr
+
 __all__ = ['Sender', 'datagrams', 'main']
 
 #: Datagrams per ``sendmmsg`` call: small enough that a burst at 250k/s
@@ -45,26 +47,6 @@ RING = 1024
 
 #: A step ahead of schedule by more than this sleeps instead of spinning.
 _SLEEP_THRESHOLD = 0.001
-
-
-class _IOVec(ctypes.Structure):
-    _fields_: typing.ClassVar = [('iov_base', ctypes.c_void_p), ('iov_len', ctypes.c_size_t)]
-
-
-class _MsgHdr(ctypes.Structure):
-    _fields_: typing.ClassVar = [
-        ('msg_name', ctypes.c_void_p),
-        ('msg_namelen', ctypes.c_uint32),
-        ('msg_iov', ctypes.POINTER(_IOVec)),
-        ('msg_iovlen', ctypes.c_size_t),
-        ('msg_control', ctypes.c_void_p),
-        ('msg_controllen', ctypes.c_size_t),
-        ('msg_flags', ctypes.c_int),
-    ]
-
-
-class _MMsgHdr(ctypes.Structure):
-    _fields_: typing.ClassVar = [('msg_hdr', _MsgHdr), ('msg_len', ctypes.c_uint)]
 
 
 def _libc_sendmmsg() -> typing.Any:
@@ -130,15 +112,15 @@ class Sender:
         self._sendmmsg = _libc_sendmmsg()
         # The buffers must outlive the headers that point into them.
         self._buffers = [ctypes.create_string_buffer(p, len(p)) for p in payloads]
-        self._iovecs = (_IOVec * len(payloads))()
-        self._headers = (_MMsgHdr * len(payloads))()
+        self._iovecs = (IOVec * len(payloads))()
+        self._headers = (MMsgHdr * len(payloads))()
         for i, buffer in enumerate(self._buffers):
             self._iovecs[i].iov_base = ctypes.addressof(buffer)
             self._iovecs[i].iov_len = len(payloads[i])
             self._headers[i].msg_hdr.msg_iov = ctypes.pointer(self._iovecs[i])
             self._headers[i].msg_hdr.msg_iovlen = 1
         self._base = ctypes.addressof(self._headers)
-        self._size = ctypes.sizeof(_MMsgHdr)
+        self._size = ctypes.sizeof(MMsgHdr)
 
     @property
     def method(self) -> str:

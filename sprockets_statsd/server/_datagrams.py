@@ -24,7 +24,9 @@ import sys
 import typing
 from collections.abc import Callable
 
-__all__ = ['MAX_DATAGRAM', 'SLOTS', 'BatchReader', 'Reader', 'reader']
+__all__ = [
+    'MAX_DATAGRAM', 'SLOTS', 'BatchReader', 'IOVec', 'MMsgHdr', 'MsgHdr', 'Reader', 'reader',
+]
 
 #: The largest UDP payload (IPv6 without jumbograms): nothing is truncated.
 MAX_DATAGRAM = 65535
@@ -43,16 +45,19 @@ Reader = Callable[[int], 'list[bytes]']
 _AGAIN = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR})
 
 
-class _IOVec(ctypes.Structure):
+class IOVec(ctypes.Structure):
+    """Linux's ``struct iovec``."""
+
     _fields_ = (('iov_base', ctypes.c_void_p), ('iov_len', ctypes.c_size_t))
 
 
-class _MsgHdr(ctypes.Structure):
-    # Linux's struct msghdr.
+class MsgHdr(ctypes.Structure):
+    """Linux's ``struct msghdr``."""
+
     _fields_ = (
         ('msg_name', ctypes.c_void_p),
         ('msg_namelen', ctypes.c_uint32),
-        ('msg_iov', ctypes.POINTER(_IOVec)),
+        ('msg_iov', ctypes.POINTER(IOVec)),
         ('msg_iovlen', ctypes.c_size_t),
         ('msg_control', ctypes.c_void_p),
         ('msg_controllen', ctypes.c_size_t),
@@ -60,8 +65,10 @@ class _MsgHdr(ctypes.Structure):
     )
 
 
-class _MMsgHdr(ctypes.Structure):
-    _fields_ = (('msg_hdr', _MsgHdr), ('msg_len', ctypes.c_uint))
+class MMsgHdr(ctypes.Structure):
+    """Linux's ``struct mmsghdr``, what ``recvmmsg`` and ``sendmmsg`` take."""
+
+    _fields_ = (('msg_hdr', MsgHdr), ('msg_len', ctypes.c_uint))
 
 
 def _libc_recvmmsg() -> typing.Any:
@@ -73,7 +80,7 @@ def _libc_recvmmsg() -> typing.Any:
         function = ctypes.PyDLL(None, use_errno=True).recvmmsg
     except (AttributeError, OSError):
         return None
-    function.argtypes = (ctypes.c_int, ctypes.POINTER(_MMsgHdr), ctypes.c_uint,
+    function.argtypes = (ctypes.c_int, ctypes.POINTER(MMsgHdr), ctypes.c_uint,
                          ctypes.c_int, ctypes.c_void_p)
     function.restype = ctypes.c_int
     return function
@@ -98,15 +105,15 @@ class BatchReader:
         # lands in it, where a ctypes buffer would be zeroed, all 4 MiB.
         self._buffer = mmap.mmap(-1, SLOTS * MAX_DATAGRAM)
         base = ctypes.addressof(ctypes.c_char.from_buffer(self._buffer))
-        self._vectors = (_IOVec * SLOTS)(
-            *(_IOVec(base + slot * MAX_DATAGRAM, MAX_DATAGRAM) for slot in range(SLOTS)))
-        self._messages = (_MMsgHdr * SLOTS)()
+        self._vectors = (IOVec * SLOTS)(
+            *(IOVec(base + slot * MAX_DATAGRAM, MAX_DATAGRAM) for slot in range(SLOTS)))
+        self._messages = (MMsgHdr * SLOTS)()
         for slot, message in enumerate(self._messages):
             message.msg_hdr.msg_iov = ctypes.pointer(self._vectors[slot])
             message.msg_hdr.msg_iovlen = 1
         # Each message's length, read as one column of unsigned ints (in C)
         # rather than through a ctypes attribute per datagram.
-        stride, offset = ctypes.sizeof(_MMsgHdr), _MMsgHdr.msg_len.offset
+        stride, offset = ctypes.sizeof(MMsgHdr), MMsgHdr.msg_len.offset
         width = ctypes.sizeof(ctypes.c_uint)
         self._lengths = memoryview(self._messages).cast('B').cast('I')[
             offset // width::stride // width]

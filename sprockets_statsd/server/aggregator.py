@@ -19,12 +19,13 @@ import time
 import types
 import typing
 from collections.abc import Callable, Mapping
-from typing import Any, Literal, TypeVar
+from typing import TypeVar
 
 from sprockets_statsd.server import _timerstats
 from sprockets_statsd.server._aggregatorconfig import AggregatorConfig
 from sprockets_statsd.server._body import Body, ParsedValue
 from sprockets_statsd.server._finite import saturated
+from sprockets_statsd.server._intervalview import IntervalView, MetricKind
 from sprockets_statsd.server._jsnumber import js_round
 from sprockets_statsd.server._linememo import LineMemo
 from sprockets_statsd.server._snapshot import Snapshot
@@ -50,19 +51,18 @@ _INTERNAL_COUNTER = re.compile('|'.join(_INTERNAL_COUNTER_MARKS))
 # An idle timer's values: shared, and falsy like an empty list.
 _NO_VALUES: tuple[float, ...] = ()
 
-#: The four kinds of metric, as the admin console names them.
-MetricKind = Literal['counters', 'timers', 'gauges', 'sets']
-
 
 def _frozen(mapping: Mapping[str, _V]) -> Mapping[str, _V]:
     """A read-only copy, detached from the aggregator's live dictionaries."""
     return types.MappingProxyType(dict(mapping))
 
 
-class Aggregator:
+class Aggregator(IntervalView):
     """Aggregate received packets and compute each flush interval.
 
-    Not thread-safe: call it from one thread (the event loop).
+    Not thread-safe: call it from one thread (the event loop).  The admin
+    console's methods (``current_*`` and ``delete``) are those of
+    :class:`._intervalview.IntervalView`.
 
     :param config: the settings
     :param timer: monotonic clock in seconds, used only to measure
@@ -294,65 +294,6 @@ class Aggregator:
         # misbehaving client must not be able to flood the log.
         if self._bad_example is None:
             self._bad_example = line[:_MAX_LOGGED]
-
-    # The admin console's view of the interval in progress.  Every method
-    # returns copies, so that a reply never sees a half-updated dictionary.
-
-    def current_counters(self) -> dict[str, float]:
-        """The counters of the interval in progress, internal ones included."""
-        return dict(saturated(self._counters))
-
-    def current_timers(self) -> dict[str, list[float]]:
-        """The raw values each timer received in the interval in progress."""
-        return {key: list(values) for key, values in self._timers.items()}
-
-    def current_gauges(self) -> dict[str, float]:
-        """The current value of every gauge."""
-        return dict(saturated(self._gauges))
-
-    def current_sets(self) -> dict[str, set[str]]:
-        """The members each set received in the interval in progress."""
-        return {key: set(members) for key, members in self._sets.items()}
-
-    def delete(self, kind: MetricKind, pattern: str) -> list[str]:
-        """Forget metrics of one kind, as the reference's admin console does.
-
-        `pattern` is an exact key, or a prefix followed by ``.*`` that
-        matches every key starting with the prefix and its dot.  The three
-        internal counters are zeroed instead of deleted, since the hot path
-        counts into them.
-
-        :param kind: which kind of metric to delete
-        :param pattern: ``name`` or ``prefix.*``
-        :returns: the keys deleted, in the order they were stored
-        """
-        stores: dict[str, dict[str, Any]] = {
-            'counters': self._counters,
-            'timers': self._timers,
-            'gauges': self._gauges,
-            'sets': self._sets,
-        }
-        store = stores[kind]
-        folder = pattern[:-1] if pattern.endswith('.*') else None
-        names = [
-            name
-            for name in store
-            if name == pattern or (folder is not None and name.startswith(folder))
-        ]
-        internal = (self._bad_key, self._packets_key, self._metrics_key)
-        for name in names:
-            if kind == 'counters' and name in internal:
-                store[name] = 0.0
-                continue
-            del store[name]
-            if kind == 'counters':
-                del self._zeros[name]
-            elif kind == 'timers':
-                del self._timer_counters[name]
-            elif kind == 'gauges':
-                self._gauge_ttl.pop(name, None)
-        self._measure_room()
-        return names
 
     def flush(self, now: float) -> Snapshot:
         """Close the current interval and take its data for the sinks.

@@ -7,7 +7,8 @@ one call.  It never awaits per metric, so the cost per metric is a queue
 ``get_nowait`` plus its share of one ``join`` and one system call.
 
 Connections are opened on demand with a connect timeout, re-resolving the
-host each time, and retried with exponential back-off and jitter.  Nothing
+host each time, and retried with exponential back-off and jitter; those a
+reconnect replaced are kept until closed (``_connections``).  Nothing
 that happens while handling a payload can end the task: errors are logged
 (throttled by time) and the loop goes on.  :meth:`Processor.stop` flushes
 within ``shutdown_timeout`` seconds and accounts for every payload it could
@@ -24,6 +25,7 @@ import socket
 import typing
 from collections.abc import Callable
 
+from sprockets_statsd._connections import Connections
 from sprockets_statsd._payloadqueue import DEFAULT_MAX_QUEUE_SIZE, PayloadQueue
 from sprockets_statsd._throttle import Throttle
 from sprockets_statsd.errors import ConfigurationError
@@ -61,7 +63,7 @@ def _positive(name: str, value: typing.Any, kind: type = float) -> typing.Any:
     return converted
 
 
-class Processor:
+class Processor(Connections):
     """Maintains the statsd connection and sends queued payloads.
 
     :param host: host name or address of the statsd server,
@@ -155,43 +157,13 @@ class Processor:
         self.stopped = asyncio.Event()
         self.stopped.set()
         self.should_terminate = False
-        self.protocol: StatsdProtocol | None = None
-        # Counts of the connections no longer tracked; the live ones count
-        # for themselves (see sent and dropped).
-        self._sent_before = 0
-        self._dropped = 0
-        self._unsent: list[bytes] = []
-        # Connections being closed that may still hand payloads back.
-        self._retiring: list[StatsdProtocol] = []
+        super().__init__()
         self._getter: asyncio.Task[bytes] | None = None
         self._wakeup: asyncio.Future[None] | None = None
         self._deadline: float | None = None
         self._failures = 0
         self._random = random.Random()
         self._warn = Throttle(logger)
-
-    @property
-    def sent(self) -> int:
-        """Payloads handed to the operating system (counted by the protocols)."""
-        return self._sent_before + sum(p.sent for p in self._live())
-
-    @property
-    def dropped(self) -> int:
-        """Payloads refused by the operating system, lost to failed sends or abandoned."""
-        return self._dropped + sum(p.dropped for p in self._live())
-
-    def _live(self) -> list[StatsdProtocol]:
-        return [*self._retiring, self.protocol] if self.protocol is not None else self._retiring
-
-    def _forget(self, protocol: StatsdProtocol) -> None:
-        """Stop tracking a closed connection, keeping its counts."""
-        self._sent_before += protocol.sent
-        self._dropped += protocol.dropped
-
-    @property
-    def connected(self) -> bool:
-        """Is there a connection that can carry payloads now?"""
-        return self.protocol is not None and self.protocol.connected.is_set()
 
     def enqueue(self, metric: bytes) -> None:
         """Put a payload on the queue, as the metric methods do.
@@ -344,11 +316,6 @@ class Processor:
                 self._lose(1, f'{type(payload).__name__} is not a payload')
         return good
 
-    def _lose(self, count: int, reason: str) -> None:
-        if count:
-            self._dropped += count
-            logger.warning('dropped %d statsd payloads: %s', count, reason)
-
     async def _connect(self) -> None:
         """Open a new connection, or back off after a failure."""
         self._take_unsent()
@@ -367,12 +334,7 @@ class Processor:
         else:
             self._failures = 0
             self._warn.reset('connect')
-            if self.protocol is not None:
-                if self.protocol.closed:
-                    self._forget(self.protocol)
-                else:
-                    self._retiring.append(self.protocol)
-            self.protocol = protocol
+            self._adopt(protocol)
 
     def _backoff(self, failures: int) -> float:
         """The delay after `failures` failed attempts in a row.
@@ -385,20 +347,6 @@ class Processor:
                       self.reconnect_sleep * 2 ** min(failures - 1, 30))
         return self._random.uniform(ceiling / 2, ceiling)
 
-    def _take_unsent(self) -> None:
-        """Keep what closed or closing connections returned for the next one."""
-        protocols = [*self._retiring, self.protocol] if self._retiring else [self.protocol]
-        for protocol in protocols:
-            if protocol is not None and protocol.unsent:
-                # Already taken off the protocol's count of sent payloads.
-                self._unsent[:0] = protocol.unsent
-                protocol.unsent = []
-        if self._retiring:
-            for retired in self._retiring:
-                if retired.closed:
-                    self._forget(retired)
-            self._retiring = [p for p in self._retiring if not p.closed]
-
     async def _flush(self) -> None:
         """Send what is queued until done or the shutdown deadline passes."""
         if self._deadline is None:  # should_terminate was set directly
@@ -407,7 +355,7 @@ class Processor:
                 and self._remaining() > 0:
             await self._step(max(min(self._remaining(), self.wait_timeout), 0))
         self._cancel_getter()
-        await self._close()
+        await self._close(self._remaining)
         self._take_unsent()
         abandoned = len(self._unsent) + self._drain_queue()
         self._unsent.clear()
@@ -416,23 +364,6 @@ class Processor:
 
     def _getter_ready(self) -> bool:
         return self._getter is not None and self._getter.done()
-
-    async def _close(self) -> None:
-        for retiring in self._retiring:
-            await self._close_one(retiring)
-        if self.protocol is not None:
-            await self._close_one(self.protocol)
-
-    async def _close_one(self, protocol: StatsdProtocol) -> None:
-        if protocol.transport is None:
-            return
-        try:
-            await asyncio.wait_for(protocol.shutdown(), max(self._remaining(), 0.001))
-        except asyncio.TimeoutError:
-            lost = protocol.abort()  # no longer counted as sent by the protocol
-            self._lose(lost, 'the connection did not drain before the shutdown timeout')
-        except Exception as error:  # pragma: no cover - defensive
-            logger.warning('error closing the statsd connection: %r', error)
 
     def _cancel_getter(self) -> None:
         getter, self._getter = self._getter, None

@@ -3,10 +3,10 @@
 A :class:`Chunk` holds the text of up to :data:`CHUNK_FAMILIES` families
 with ``%s`` for their values, so that one ``%`` formats the whole piece;
 a piece of lone families only (see :mod:`._promlone`) keeps only their
-keys, and its text is written from them, values and all, each time: that
-is about as fast as formatting a kept text, which would be most of the
-memory of a layout.  Chunks are replaced, never changed, so layouts may
-share them.
+keys and names, and its text is written from them, values and all, each
+time: that is about as fast as formatting a kept text, which would be
+most of the memory of a layout.  Chunks are replaced, never changed, so
+layouts may share them.
 """
 
 from __future__ import annotations
